@@ -1,0 +1,1 @@
+"""ImageWAM Edge on-device runtime."""

@@ -1,0 +1,6 @@
+"""Subcommands of the on-device runtime (filled by the runtime issues)."""
+from __future__ import annotations
+
+
+def register(sub) -> None:  # noqa: D103 - populated as commands land
+    pass
