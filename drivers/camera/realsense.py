@@ -1,0 +1,305 @@
+"""Intel RealSense cameras through pyrealsense2: live devices and recordings (.db3 from librealsense >= 2.57,
+.bag from older versions) through the same code path.
+
+- select a device by serial number; colour resolution / fps / format; optional depth aligned to colour (rs.align);
+- intrinsics, depth-to-colour extrinsics and depth scale from the stream profiles;
+- a capture thread keeps the newest frame (live) or queues every frame (recordings played as fast as possible);
+- a live camera that stops delivering is restarted (reconnect) while readers get CameraStalledError;
+- playback: `as_playback().set_real_time(False)` is set BEFORE pipeline.start, otherwise frames drop. Playback
+  does no format conversion: request exactly what was recorded (see `recording_streams`).
+pyrealsense2 is imported lazily; it needs libusb-1.0-0 (`apt-get install libusb-1.0-0`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+import numpy as np
+
+from drivers.camera.base import Camera, Extrinsics, Frame, Intrinsics
+from drivers.errors import CameraError, CameraNotFoundError, ConfigError, MissingDependencyError, RecordingEndedError
+
+log = logging.getLogger(__name__)
+
+COLOR_FORMATS = ("rgb8", "bgr8")
+RECORDING_SUFFIXES = (".db3", ".bag")
+
+
+def import_rs():
+    """pyrealsense2, or MissingDependencyError with the install command."""
+    try:
+        import pyrealsense2 as rs
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"pyrealsense2 is not importable ({exc}). Install it with `pip install 'imagewam-edge[realsense]'` "
+            "(PyPI has aarch64 wheels for Python 3.10 only) and `apt-get install libusb-1.0-0`.") from exc
+    return rs
+
+
+@dataclass(frozen=True)
+class RealSenseConfig:
+    serial: Optional[str] = None  # None: the only connected camera (or the device in playback_file)
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    color_format: str = "rgb8"  # frames are always delivered RGB; bgr8 is converted
+    depth: bool = True
+    depth_width: Optional[int] = None  # default: same as colour
+    depth_height: Optional[int] = None
+    align: bool = True  # depth resampled into the colour camera (same H, W as colour)
+    playback_file: Optional[str] = None  # a .db3/.bag recording instead of a live camera
+    real_time: bool = False  # playback only: True plays at recorded speed (drops frames if slow)
+    stall_timeout_s: float = 1.0
+    auto_reconnect: bool = True  # live only: restart the pipeline when the camera stalls
+
+    def __post_init__(self):
+        for name in ("width", "height", "fps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"RealSenseConfig.{name} must be a positive integer, got {v!r}")
+        for name in ("depth_width", "depth_height"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v <= 0):
+                raise ConfigError(f"RealSenseConfig.{name} must be a positive integer or null, got {v!r}")
+        if self.color_format not in COLOR_FORMATS:
+            raise ConfigError(f"RealSenseConfig.color_format must be one of {COLOR_FORMATS}, got {self.color_format!r}")
+        if self.serial is not None and not isinstance(self.serial, str):
+            raise ConfigError(f"RealSenseConfig.serial must be a string (quote it in YAML), got {self.serial!r}")
+        if not (isinstance(self.stall_timeout_s, (int, float)) and self.stall_timeout_s > 0):
+            raise ConfigError(f"RealSenseConfig.stall_timeout_s must be > 0, got {self.stall_timeout_s!r}")
+        if self.playback_file is not None:
+            if not str(self.playback_file).endswith(RECORDING_SUFFIXES):
+                raise ConfigError(f"RealSenseConfig.playback_file must end with .db3 or .bag, got {self.playback_file!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RealSenseConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"RealSense config must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"RealSense config: unknown field(s) {unknown}; known fields: {sorted(known)}")
+        d = dict(d)
+        if isinstance(d.get("serial"), int):  # YAML turns 123456789 into an int
+            d["serial"] = str(d["serial"])
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _intrinsics(profile) -> Intrinsics:
+    i = profile.as_video_stream_profile().get_intrinsics()
+    return Intrinsics(i.width, i.height, i.fx, i.fy, i.ppx, i.ppy, str(i.model).split(".")[-1], tuple(i.coeffs))
+
+
+def list_devices() -> list[dict]:
+    """Connected RealSense devices: serial, name, firmware, USB type."""
+    rs = import_rs()
+    out = []
+    for dev in rs.context().query_devices():
+        info = {}
+        for key, field in (("serial", "serial_number"), ("name", "name"), ("firmware", "firmware_version"),
+                           ("usb", "usb_type_descriptor")):
+            cinfo = getattr(rs.camera_info, field)
+            info[key] = dev.get_info(cinfo) if dev.supports(cinfo) else None
+        out.append(info)
+    return out
+
+
+def recording_streams(path: str) -> list[dict]:
+    """The streams stored in a recording (type, index, width, height, fps, format, intrinsics)."""
+    rs = import_rs()
+    _check_file(path)
+    ctx = rs.context()
+    dev = ctx.load_device(str(path))
+    try:
+        dev.as_playback().set_real_time(False)
+        out = []
+        for sensor in dev.query_sensors():
+            for p in sensor.get_stream_profiles():
+                entry = {"sensor": sensor.get_info(rs.camera_info.name) if sensor.supports(rs.camera_info.name) else "",
+                         "type": str(p.stream_type()).split(".")[-1], "index": p.stream_index(), "fps": p.fps(),
+                         "format": str(p.format()).split(".")[-1]}
+                if p.is_video_stream_profile():
+                    v = p.as_video_stream_profile()
+                    entry.update(width=v.width(), height=v.height())
+                    try:
+                        entry["intrinsics"] = _intrinsics(p).to_dict()
+                    except RuntimeError:
+                        entry["intrinsics"] = None
+                out.append(entry)
+        return out
+    finally:
+        ctx.unload_device(str(path))
+
+
+def _check_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise CameraNotFoundError(f"recording {path!r} does not exist; give the path of a .db3/.bag file "
+                                  "(record one with `imagewam-edge camera record --out FILE.db3 --seconds 10`)")
+
+
+class RealSenseCamera(Camera):
+    """One RealSense camera (live, by serial) or one recording, behind the `Camera` interface."""
+
+    def __init__(self, config: Optional[RealSenseConfig] = None):
+        self.config = config or RealSenseConfig()
+        super().__init__(stall_timeout_s=self.config.stall_timeout_s)
+        self.is_playback = self.config.playback_file is not None
+        self.keep_all = self.is_playback and not self.config.real_time
+        self.serial = self.config.serial or (os.path.basename(self.config.playback_file) if self.is_playback else "")
+        self.intrinsics: Optional[Intrinsics] = None  # colour stream
+        self.depth_intrinsics: Optional[Intrinsics] = None
+        self.depth_to_color: Optional[Extrinsics] = None
+        self.depth_scale: Optional[float] = None  # metres per depth unit
+        self.restarts = 0
+        self._rs = None
+        self._pipeline = None
+        self._align = None
+        self._playback = None
+        self._silent_since: Optional[float] = None
+        self._last_restart = 0.0
+
+    # --- open / close -----------------------------------------------------------------------------------------
+    def _rs_config(self):
+        rs, c = self._rs, self.config
+        cfg = rs.config()
+        if self.is_playback:
+            _check_file(c.playback_file)
+            cfg.enable_device_from_file(str(c.playback_file), repeat_playback=False)
+        else:
+            devices = list_devices()
+            if not devices:
+                raise CameraNotFoundError(
+                    "no RealSense camera is connected (pyrealsense2 sees no device). Plug it into a USB3 port, check "
+                    "`lsusb | grep 8086` and the udev rules (librealsense scripts/setup_udev_rules.sh); to use a "
+                    "recording instead set playback_file.")
+            serials = [d["serial"] for d in devices]
+            if c.serial is not None and c.serial not in serials:
+                raise CameraNotFoundError(f"no RealSense camera with serial {c.serial!r}; connected: {serials}. "
+                                          "Fix `serial` in the camera config (see `imagewam-edge camera info`).")
+            if c.serial is None and len(serials) > 1:
+                raise ConfigError(f"{len(serials)} RealSense cameras are connected ({serials}); set `serial` in "
+                                  "each camera config to choose one")
+            self.serial = c.serial or serials[0]
+            cfg.enable_device(self.serial)
+        fmt = getattr(rs.format, c.color_format)
+        cfg.enable_stream(rs.stream.color, c.width, c.height, fmt, c.fps)
+        if c.depth:
+            cfg.enable_stream(rs.stream.depth, c.depth_width or c.width, c.depth_height or c.height, rs.format.z16, c.fps)
+        return cfg
+
+    def _start_pipeline(self) -> None:
+        rs = self._rs
+        cfg = self._rs_config()
+        pipeline = rs.pipeline()
+        try:
+            if self.is_playback:
+                # resolve first so real-time can be switched off BEFORE start (otherwise frames drop)
+                dev = cfg.resolve(pipeline).get_device()
+                dev.as_playback().set_real_time(bool(self.config.real_time))
+            profile = pipeline.start(cfg)
+        except RuntimeError as exc:
+            c = self.config
+            what = f"recording {c.playback_file!r}" if self.is_playback else f"camera {self.serial!r}"
+            hint = ("playback does no conversion: request exactly the recorded streams (see `imagewam-edge camera info "
+                    f"{c.playback_file}`)" if self.is_playback else "check the mode with `rs-enumerate-devices`")
+            raise CameraError(f"{what}: cannot start color {c.width}x{c.height} {c.color_format} @ {c.fps} fps"
+                              f"{' + depth z16' if c.depth else ''}: {exc}; {hint}") from exc
+        dev = profile.get_device()
+        if dev.supports(rs.camera_info.serial_number):
+            self.serial = self.config.serial or dev.get_info(rs.camera_info.serial_number)
+        color = profile.get_stream(rs.stream.color)
+        self.intrinsics = _intrinsics(color)
+        if self.config.depth:
+            depth = profile.get_stream(rs.stream.depth)
+            self.depth_intrinsics = _intrinsics(depth)
+            try:
+                e = depth.get_extrinsics_to(color)
+                self.depth_to_color = Extrinsics(np.array(e.rotation, dtype=np.float64).reshape(3, 3).T,
+                                                 np.array(e.translation, dtype=np.float64))
+            except RuntimeError:
+                log.warning("camera %s: no depth-to-color extrinsics in the device/recording", self.serial)
+            self.depth_scale = float(dev.first_depth_sensor().get_depth_scale())
+            self._align = rs.align(rs.stream.color) if self.config.align else None
+        self._playback = dev.as_playback() if self.is_playback else None
+        self._pipeline = pipeline
+        self._silent_since = None
+
+    def _open(self) -> None:
+        self._rs = import_rs()
+        self._start_pipeline()
+
+    def _close(self) -> None:
+        if self._pipeline is not None:
+            try:
+                self._pipeline.stop()
+            finally:
+                self._pipeline = None
+                self._playback = None
+
+    # --- capture ----------------------------------------------------------------------------------------------
+    def _grab(self, timeout_s: float) -> Optional[Frame]:
+        rs = self._rs
+        if self._pipeline is None:
+            self._try_restart()
+            return None
+        ok, frames = self._pipeline.try_wait_for_frames(int(timeout_s * 1000))
+        if not ok:
+            now = time.monotonic()
+            self._silent_since = self._silent_since or now
+            if self._playback is not None and self._playback.current_status() == rs.playback_status.stopped:
+                raise RecordingEndedError(f"recording {self.config.playback_file!r} ended (or has no frames of the "
+                                          "requested streams); call reconnect() to play it again")
+            if not self.is_playback and self.config.auto_reconnect and now - self._silent_since > self.stall_timeout_s:
+                self._try_restart()
+            return None
+        arrival = time.monotonic()
+        self._silent_since = None
+        if self._align is not None:
+            frames = self._align.process(frames)
+        color = frames.get_color_frame()
+        if not color:
+            return None
+        img = np.asanyarray(color.get_data()).copy()  # (H, W, 3) uint8; copy: librealsense reuses its buffers
+        if self.config.color_format == "bgr8":
+            img = img[:, :, ::-1].copy()
+        depth = None
+        if self.config.depth:
+            d = frames.get_depth_frame()
+            if not d:
+                return None
+            depth = np.asanyarray(d.get_data()).copy()  # (H, W) uint16
+        return Frame(color=img, depth=depth, timestamp=arrival, frame_number=int(color.get_frame_number()),
+                     serial=self.serial, device_timestamp_ms=float(color.get_timestamp()))
+
+    def _try_restart(self) -> None:
+        """Live camera stalled/unplugged: restart the pipeline at most once a second until it is back."""
+        now = time.monotonic()
+        if now - self._last_restart < 1.0:
+            time.sleep(0.05)
+            return
+        self._last_restart = now
+        log.warning("camera %s: no frame for %.1f s, restarting the pipeline", self.serial,
+                    now - (self._silent_since or now))
+        try:
+            self._close()
+        except RuntimeError as exc:
+            log.warning("camera %s: stop failed: %s", self.serial, exc)
+        try:
+            self._start_pipeline()
+            self.restarts += 1
+            log.warning("camera %s: restarted", self.serial)
+        except Exception as exc:  # device absent: keep trying; readers see CameraStalledError meanwhile
+            log.warning("camera %s: restart failed (%s); retrying", self.serial, exc)
+
+    def info(self) -> dict:
+        """Intrinsics, extrinsics and depth scale (after connect)."""
+        return {"serial": self.serial, "color_intrinsics": self.intrinsics.to_dict() if self.intrinsics else None,
+                "depth_intrinsics": self.depth_intrinsics.to_dict() if self.depth_intrinsics else None,
+                "depth_to_color": self.depth_to_color.to_dict() if self.depth_to_color else None,
+                "depth_scale": self.depth_scale}

@@ -1,0 +1,68 @@
+"""Typed driver errors. The CLI prints their messages without a traceback, so every message names the
+device (port, serial number, file, field) and says what to do next."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class DriverError(Exception):
+    """Base of every error the drivers raise on purpose."""
+
+
+class ConfigError(DriverError, ValueError):
+    """A device config is invalid; the message names the field and the accepted values."""
+
+
+class MissingDependencyError(DriverError, ImportError):
+    """An optional SDK is not installed; the message gives the pip command."""
+
+
+# --- cameras -------------------------------------------------------------------------------------------------
+class CameraError(DriverError):
+    """A camera could not be opened, configured or read."""
+
+
+class CameraNotFoundError(CameraError):
+    """No camera with the requested serial number (or no camera at all) is connected."""
+
+
+class CameraStalledError(CameraError):
+    """No new frame arrived within the timeout (camera unplugged, USB bandwidth, or a recording ended)."""
+
+
+class RecordingEndedError(CameraStalledError):
+    """A recording played back to its end; reconnect() starts it again from the beginning."""
+
+
+# --- arms ----------------------------------------------------------------------------------------------------
+class ArmError(DriverError):
+    """Base of arm errors. Faults carry the last state read and the last command sent (may be None)."""
+
+    def __init__(self, message: str, *, last_state: Any = None, last_command: Any = None):
+        super().__init__(message)
+        self.last_state = last_state
+        self.last_command = last_command
+
+
+class ArmLinkError(ArmError):
+    """The serial link failed: port missing, no reply, timeout, or the controller went away."""
+
+
+class ProtocolError(ArmLinkError):
+    """Bytes arrived but do not form a valid packet/frame (CRC, length, version, unexpected reply)."""
+
+
+class ControllerError(ArmError):
+    """The controller answered with an error (framed protocol error frame, servo hardware error bit)."""
+
+
+class SafetyError(ArmError):
+    """A command was refused by a safety check (NaN/inf, e-stop latched, watchdog tripped)."""
+
+
+class EStopError(SafetyError):
+    """The e-stop is latched; nothing moves until it is cleared on purpose."""
+
+
+class WatchdogTrippedError(SafetyError):
+    """The controller-side watchdog stopped the arm because the host went silent."""
