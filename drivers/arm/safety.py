@@ -1,0 +1,117 @@
+"""Safety checks as pure functions (no I/O, no state except the explicit e-stop latch).
+
+`check_finite` rejects NaN/inf; `clip_command` limits a joint command to the position range, to a maximum step
+from the present position and to a maximum velocity over `dt`, and reports what it changed. The arm links call
+them on every write and return what they actually sent."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Optional, Sequence
+
+import numpy as np
+
+from drivers.errors import ConfigError, EStopError, SafetyError
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Per-joint limits in joint units (radians; grippers 0..1). Scalars apply to every joint."""
+
+    lower: tuple
+    upper: tuple
+    max_velocity: tuple  # units per second
+    max_step: tuple  # units per write, from the present position
+
+    @classmethod
+    def create(cls, n: int, lower=-math.pi, upper=math.pi, max_velocity=2.0, max_step=0.2) -> "SafetyLimits":
+        def vec(name, v):
+            arr = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) if np.ndim(v) == 0 else np.asarray(v, dtype=np.float64)
+            if arr.shape != (n,):
+                raise ConfigError(f"safety limit {name!r} has {arr.size} values for {n} joints")
+            if not np.isfinite(arr).all():
+                raise ConfigError(f"safety limit {name!r} must be finite, got {arr.tolist()}")
+            return tuple(float(x) for x in arr)
+
+        lim = cls(vec("lower", lower), vec("upper", upper), vec("max_velocity", max_velocity), vec("max_step", max_step))
+        bad = [i for i, (lo, hi) in enumerate(zip(lim.lower, lim.upper)) if lo > hi]
+        if bad:
+            raise ConfigError(f"safety limits: lower > upper for joint index(es) {bad}")
+        if min(lim.max_velocity) <= 0 or min(lim.max_step) <= 0:
+            raise ConfigError("safety limits: max_velocity and max_step must be > 0 for every joint")
+        return lim
+
+    @classmethod
+    def from_dict(cls, d: dict, n: int) -> "SafetyLimits":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"safety config: unknown field(s) {unknown}; known: {sorted(known)}")
+        return cls.create(n, **d)
+
+    @property
+    def n(self) -> int:
+        return len(self.lower)
+
+
+def check_finite(q: Sequence[float], what: str = "command") -> np.ndarray:
+    """`q` as float64, or SafetyError naming the first bad joint index."""
+    arr = np.asarray(q, dtype=np.float64)
+    if arr.ndim != 1:
+        raise SafetyError(f"{what} must be a 1-D joint vector, got shape {arr.shape}")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise SafetyError(f"{what} has non-finite values at joint index(es) {bad.tolist()} ({arr[bad].tolist()}); "
+                          "nothing was sent. Check the policy output / action un-normalisation.", last_command=arr)
+    return arr
+
+
+def clip_command(q_cmd: Sequence[float], q_present: Optional[Sequence[float]], limits: SafetyLimits,
+                 dt: Optional[float] = None) -> tuple[np.ndarray, list]:
+    """(q_safe, notes): q_cmd clipped to [lower, upper], then to within min(max_step, max_velocity * dt) of
+    q_present (skipped when q_present is None). Raises SafetyError on NaN/inf or a length mismatch."""
+    q = check_finite(q_cmd, "command")
+    if q.shape[0] != limits.n:
+        raise SafetyError(f"command has {q.shape[0]} joints, the limits have {limits.n}")
+    notes = []
+    lo, hi = np.asarray(limits.lower), np.asarray(limits.upper)
+    out = np.clip(q, lo, hi)
+    if (out != q).any():
+        notes.append(f"position limit on joints {np.flatnonzero(out != q).tolist()}")
+    if q_present is not None:
+        p = check_finite(q_present, "present position")
+        if p.shape != out.shape:
+            raise SafetyError(f"present position has {p.shape[0]} joints, the command {out.shape[0]}")
+        step = np.asarray(limits.max_step)
+        if dt is not None:
+            if not (math.isfinite(dt) and dt > 0):
+                raise SafetyError(f"dt must be a positive finite number of seconds, got {dt!r}")
+            step = np.minimum(step, np.asarray(limits.max_velocity) * dt)
+        clipped = np.clip(out, p - step, p + step)
+        if (clipped != out).any():
+            notes.append(f"step/velocity limit on joints {np.flatnonzero(clipped != out).tolist()}")
+        out = clipped
+    return out, notes
+
+
+class EStopLatch:
+    """Latched emergency stop: once tripped, `check()` raises until `clear()` is called on purpose."""
+
+    def __init__(self):
+        self.reason: Optional[str] = None
+
+    @property
+    def tripped(self) -> bool:
+        return self.reason is not None
+
+    def trip(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+    def clear(self) -> None:
+        self.reason = None
+
+    def check(self) -> None:
+        if self.reason is not None:
+            raise EStopError(f"e-stop latched ({self.reason}); nothing is sent until clear_estop() is called "
+                             "after the cause is fixed")
