@@ -196,3 +196,36 @@ def handeye_scene(
             T @ make_T(rodrigues(rng.normal(0, np.radians(sigma_r), 3)), rng.normal(0, sigma_t, 3)) for T in Tg
         ]
     return HandEyeScene(mode, X, F, Tg, views)
+
+
+def multi_camera_views(
+    spec: BoardSpec | str,
+    T_ref_cam: dict[str, np.ndarray],
+    n: int,
+    camera: Camera | None = None,
+    rng: np.random.Generator | None = None,
+    min_visible: float = 0.6,
+) -> dict[str, list[np.ndarray]]:
+    """n simultaneous views per camera (T_cam_board) where every camera sees >= min_visible of the corners.
+    The first key of T_ref_cam is the reference (identity)."""
+    spec = as_spec(spec)
+    camera = camera or Camera()
+    rng = rng or np.random.default_rng(0)
+    w, h = camera.size
+    out: dict[str, list[np.ndarray]] = {s: [] for s in T_ref_cam}
+    tries = 0
+    while len(next(iter(out.values()))) < n:
+        tries += 1
+        if tries > 500 * n:
+            raise RuntimeError("cameras do not see the board together often enough; move them closer together")
+        (T_ref_board,) = random_board_views(spec, 1, camera, rng, distance=(0.4, 0.6), max_tilt_deg=30.0)
+        cand = {s: inv_T(T) @ T_ref_board for s, T in T_ref_cam.items()}
+        ok = True
+        for T in cand.values():
+            px = project_corners(spec, T, camera)
+            inside = (px[:, 0] > 8) & (px[:, 0] < w - 8) & (px[:, 1] > 8) & (px[:, 1] < h - 8)
+            ok &= bool(inside.mean() >= min_visible and T[2, 3] > 0.1)
+        if ok:
+            for s, T in cand.items():
+                out[s].append(T)
+    return out

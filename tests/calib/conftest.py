@@ -8,6 +8,7 @@ pytest.importorskip("cv2")
 
 from calib import synth  # noqa: E402
 from calib.board import BoardDetector, parse_board  # noqa: E402
+from calib_test_helpers import render_detect  # noqa: E402
 
 SPEC = "charuco:9,6,0.035,0.026,DICT_5X5_100"
 
@@ -25,14 +26,6 @@ def camera():
 @pytest.fixture(scope="session")
 def detector(spec):
     return BoardDetector(spec)
-
-
-def render_detect(spec, detector, poses, camera=None, seed=0):
-    """{name: Detection} of synthetic views at the given T_cam_board poses."""
-    return {
-        f"view_{i:03d}.png": detector.detect(synth.render_view(spec, T, camera, rng=np.random.default_rng(seed + i)))
-        for i, T in enumerate(poses)
-    }
 
 
 @pytest.fixture(scope="session")
