@@ -103,8 +103,12 @@ def register(sub) -> None:
     p.add_argument("--extrinsics", help="multi-camera extrinsics YAML to check (needs one --images dir per camera)")
     p.add_argument("--board", help=SPEC_HELP)
     p.add_argument("--max-rms", type=float, default=1.0, help="max median reprojection RMS in px (default 1.0)")
-    p.add_argument("--max-mm", type=float, default=3.0, help="max median hand-eye / extrinsics residual, mm")
-    p.add_argument("--max-deg", type=float, default=0.5, help="max median hand-eye / extrinsics residual, deg")
+    p.add_argument("--max-drift", type=float, default=1.0,
+                   help="max mean px between the stored lens model and a fresh fit on the new views (default 1.0)")
+    p.add_argument("--max-mm", type=float, help="max median hand-eye / extrinsics residual, mm "
+                   "(default max(2, 3x the calibration's rms))")
+    p.add_argument("--max-deg", type=float, help="max median hand-eye / extrinsics residual, deg "
+                   "(default max(0.3, 3x the calibration's rms))")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
 
     p = _parser(csub, "capture", "interactive capture of board views and robot poses (live camera + arm, or --sim)",
@@ -404,7 +408,9 @@ def cmd_verify(args) -> int:
         res = check_extrinsics(poses, ex.T_ref_cam, ex.reference)
         if not res:
             raise InputFileError("no view shows the board in the reference camera and another camera at once")
-        holds = all(v["median_mm"] <= args.max_mm and v["median_deg"] <= args.max_deg for v in res.values())
+        max_mm = 2.0 if args.max_mm is None else args.max_mm
+        max_deg = 0.3 if args.max_deg is None else args.max_deg
+        holds = all(v["median_mm"] <= max_mm and v["median_deg"] <= max_deg for v in res.values())
         text = "\n".join(f"  camera {s}: {v['n_views']} views, median {v['median_mm']} mm / {v['median_deg']} deg"
                          for s, v in res.items())
         summary = {"holds": holds, "extrinsics": res}
@@ -422,21 +428,30 @@ def cmd_verify(args) -> int:
         usable = {n: views.detections[n] for n in views.usable}
         if he is not None:
             robot = read_poses(args.poses or str(Path(images) / "poses.json"))
-            summary = verify_handeye(usable, robot, spec, intr, he, args.max_mm, args.max_deg, args.max_rms)
+            summary = verify_handeye(usable, robot, spec, intr, he, args.max_mm, args.max_deg, args.max_rms,
+                                     args.max_drift)
             h, i = summary["handeye"], summary["intrinsics"]
             holds = summary["holds"]
-            text = (f"  intrinsics: median reprojection {i['median_rms_px']} px (limit {args.max_rms})\n"
-                    f"  hand-eye: median {h['median_mm']} mm / {h['median_deg']} deg (limits {args.max_mm} mm / "
-                    f"{args.max_deg} deg), predicted board {h['median_reprojection_px']} px off")
+            text = _intr_text(i, args) + (
+                f"\n  hand-eye: median {h['median_mm']} mm / {h['median_deg']} deg (limits {h['threshold_mm']} mm / "
+                f"{h['threshold_deg']} deg), predicted board {h['median_reprojection_px']} px off")
         else:
-            summary = verify_intrinsics(usable, spec, intr, args.max_rms)
+            summary = verify_intrinsics(usable, spec, intr, args.max_rms, args.max_drift)
             summary.pop("_poses")
             holds = summary["holds"]
-            text = (f"  intrinsics: median reprojection {summary['median_rms_px']} px, max {summary['max_rms_px']} px "
-                    f"(limit {args.max_rms}); over the limit: {summary['views_over_threshold'] or 'none'}")
+            text = _intr_text(summary, args)
     verdict = "calibration HOLDS" if holds else "calibration does NOT hold: recalibrate (or check focus/mounting)"
     _emit(args, summary, verdict + "\n" + text)
     return 0 if holds else EXIT_DOES_NOT_HOLD
+
+
+def _intr_text(i: dict, args) -> str:
+    text = (f"  intrinsics: median reprojection {i['median_rms_px']} px, max {i['max_rms_px']} px (limit {args.max_rms}); "
+            f"views over the limit: {', '.join(i['views_over_threshold']) or 'none'}")
+    d = i.get("model_drift")
+    text += ("\n  lens model vs a fresh fit on these views: " + (f"mean {d['mean_px']} px, max {d['max_px']} px (limit "
+             f"{d['threshold_px']})" if d else "not checked (needs >= 6 tilted views)"))
+    return text
 
 
 def cmd_capture(args) -> int:

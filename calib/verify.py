@@ -12,9 +12,12 @@ from calib.store import HandEye, Intrinsics
 
 log = logging.getLogger(__name__)
 
-MAX_RMS_PX = 1.0
-MAX_HANDEYE_MM = 3.0
-MAX_HANDEYE_DEG = 0.5
+MAX_RMS_PX = 1.0  # median per-view reprojection RMS with the stored intrinsics fixed
+MAX_DRIFT_PX = 1.0  # mean displacement between the stored lens model and a fresh fit on the new views
+# hand-eye limits: max(these, 3x the residuals recorded at calibration time) - a robot with sloppy kinematics
+# had large residuals from the start and is judged against them
+MAX_HANDEYE_MM = 2.0
+MAX_HANDEYE_DEG = 0.3
 MIN_VERIFY_VIEWS = 3
 
 
@@ -29,10 +32,16 @@ def _pnp(cv2, d: Detection, spec: BoardSpec, K, dist):
 
 
 def verify_intrinsics(
-    detections: dict[str, Detection], spec: BoardSpec, intr: Intrinsics, max_rms_px: float = MAX_RMS_PX
+    detections: dict[str, Detection],
+    spec: BoardSpec,
+    intr: Intrinsics,
+    max_rms_px: float = MAX_RMS_PX,
+    max_drift_px: float = MAX_DRIFT_PX,
 ) -> dict:
-    """Fit only the board pose per view with the stored intrinsics fixed; large residuals = the lens model no
-    longer matches (focus/zoom changed, wrong camera or resolution, a bad calibration)."""
+    """Two checks on new views: (1) fit only the board pose per view with the stored intrinsics fixed - large
+    residuals mean the lens model no longer matches (focus changed, wrong camera or resolution, a bad
+    calibration); (2) with >= 6 good views, calibrate afresh and measure how far the two lens models map the same
+    rays apart (PnP alone absorbs much of a wrong focal length or principal point into the board pose)."""
     cv2 = require_cv2()
     per_view, poses = {}, {}
     for name, d in detections.items():
@@ -46,8 +55,23 @@ def verify_intrinsics(
     med = float(np.median(list(per_view.values())))
     bad = sorted(n for n, e in per_view.items() if e > max_rms_px)
     holds = med <= max_rms_px and len(bad) <= len(per_view) // 4
+    drift = None
+    if len(per_view) >= 6:
+        from calib.errors import CalibrationError
+        from calib.intrinsics import calibrate_intrinsics, model_displacement_px
+
+        try:
+            fresh = calibrate_intrinsics({n: detections[n] for n in per_view}, intr.size, spec).intrinsics
+        except CalibrationError as exc:  # e.g. all new views fronto-parallel: only check (1)
+            log.info("verify: no fresh fit on the new views (%s)", exc)
+        else:
+            mx, mean = model_displacement_px(intr.K, intr.dist_array, fresh.K, fresh.dist_array, intr.size)
+            drift = {"mean_px": round(mean, 3), "max_px": round(mx, 3), "threshold_px": max_drift_px,
+                     "fresh_fx": round(fresh.fx, 2), "fresh_cx": round(fresh.cx, 2), "fresh_cy": round(fresh.cy, 2)}
+            holds = holds and mean <= max_drift_px
     return {
         "holds": bool(holds),
+        "model_drift": drift,
         "median_rms_px": round(med, 4),
         "max_rms_px": round(max(per_view.values()), 4),
         "threshold_px": max_rms_px,
@@ -63,14 +87,19 @@ def verify_handeye(
     spec: BoardSpec,
     intr: Intrinsics,
     he: HandEye,
-    max_mm: float = MAX_HANDEYE_MM,
-    max_deg: float = MAX_HANDEYE_DEG,
+    max_mm: float | None = None,
+    max_deg: float | None = None,
     max_rms_px: float = MAX_RMS_PX,
+    max_drift_px: float = MAX_DRIFT_PX,
 ) -> dict:
     """With the stored transform, predict where the board should appear in each new view from the robot pose
     (board pose taken as the consensus of the views) and compare: px, mm, deg."""
     cv2 = require_cv2()
-    intr_report = verify_intrinsics(detections, spec, intr, max_rms_px)
+    if max_mm is None:
+        max_mm = max(MAX_HANDEYE_MM, 3.0 * float(he.residuals.get("rms_mm", 0.0)))
+    if max_deg is None:
+        max_deg = max(MAX_HANDEYE_DEG, 3.0 * float(he.residuals.get("rms_deg", 0.0)))
+    intr_report = verify_intrinsics(detections, spec, intr, max_rms_px, max_drift_px)
     poses = intr_report.pop("_poses")
     names = [n for n in poses if n in T_base_gripper]
     if len(names) < MIN_VERIFY_VIEWS:
