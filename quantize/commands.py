@@ -1,6 +1,95 @@
-"""Subcommands of the offline tools (checkpoint, export, quantize) (filled by the runtime issues)."""
+"""Offline subcommands: `demo-checkpoint`, `prompts`. Heavy imports inside the handlers."""
 from __future__ import annotations
 
+from edge.cli_util import command, emit_json
 
-def register(sub) -> None:  # noqa: D103 - populated as commands land
-    pass
+
+def register(sub) -> None:
+    p = command(sub, "demo-checkpoint", "Write a tiny random-weight ImageWAM checkpoint in the official release layout "
+                "(with a tiny autoencoder and text encoder under base/), to try every job without the 8 GB download.",
+                "imagewam-edge demo-checkpoint --variant flux2-tiny --out demo", _demo)
+    p.add_argument("--variant", default="flux2-tiny", choices=["flux2-tiny"], help="model family and size")
+    p.add_argument("--embodiment", default="libero", choices=["libero", "robotwin", "sim"],
+                   help="camera canvas, normalisation and post-processing preset (default libero)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--seed", type=int, default=0, help="weight seed")
+
+    p = command(sub, "prompts", "Manage the prompt-embedding cache: run the text encoder once per instruction so the "
+                "control loop never does.", "imagewam-edge prompts add --checkpoint demo --prompt-cache prompts.npz "
+                "--instruction 'pick up the red block'", _prompts_help)
+    ps = p.add_subparsers(dest="prompts_command", metavar="ACTION")
+    a = command(ps, "add", "Encode instructions and store them in the cache.",
+                "imagewam-edge prompts add --checkpoint demo --prompt-cache prompts.npz --instruction 'open the drawer'", _prompts_add)
+    a.add_argument("--checkpoint", required=True)
+    a.add_argument("--base", help="FLUX.2 klein base release; default CHECKPOINT/base")
+    a.add_argument("--prompt-cache", required=True, help="cache file (.npz), created if missing")
+    a.add_argument("--instruction", action="append", default=[], help="repeatable")
+    a.add_argument("--file", help="a text file with one instruction per line")
+    a.add_argument("--json", action="store_true")
+    ls = command(ps, "list", "List the cached instructions.", "imagewam-edge prompts list --prompt-cache prompts.npz", _prompts_list)
+    ls.add_argument("--prompt-cache", required=True)
+    ls.add_argument("--json", action="store_true")
+
+
+def _demo(args) -> int:
+    from .demo import write_demo_checkpoint
+
+    out = write_demo_checkpoint(args.out, variant=args.variant, embodiment=args.embodiment, seed=args.seed)
+    print(f"wrote {args.variant} demo checkpoint to {out} (model.pt, dataset_stats.json, train_config.yaml, base/)")
+    print(f"try: imagewam-edge infer --checkpoint {out} --image a.png --image b.png --instruction 'pick up the red block' "
+          f"--state 0,0,0,0,0,0,0,0")
+    return 0
+
+
+def _prompts_help(args) -> int:
+    print("usage: imagewam-edge prompts {add,list} ... (see --help)")
+    return 2
+
+
+def _prompts_add(args) -> int:
+    from pathlib import Path
+
+    from edge.errors import ConfigError
+    from edge.prompt_cache import PromptCache
+
+    from .model.checkpoint import load_checkpoint
+    from .model.text_encoder import DEFAULT_LAYERS, Qwen3TextEncoder
+    from .torch_backend import resolve_base
+
+    instructions = list(args.instruction)
+    if args.file:
+        instructions += [line.strip() for line in Path(args.file).read_text().splitlines() if line.strip()]
+    if not instructions:
+        raise ConfigError("no instruction given: use --instruction TEXT (repeatable) or --file FILE")
+    import yaml
+
+    cfg_path = Path(args.checkpoint) / "train_config.yaml"
+    train_config = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
+    base = resolve_base(Path(args.checkpoint), train_config, args.base)
+    edge_cfg, model_cfg = train_config.get("edge", {}), train_config.get("model", {})
+    encoder = Qwen3TextEncoder(base / "text_encoder", base / "tokenizer", layers=edge_cfg.get("text_layers", DEFAULT_LAYERS),
+                               max_length=int(model_cfg.get("qwen_context_len", 512)))
+    cache = PromptCache(args.prompt_cache)
+    added = []
+    for text in instructions:
+        if cache.get(text, encoder.identity) is None:
+            cache.put(text, encoder.identity, encoder.encode(text))
+            added.append(text)
+    cache.save()
+    if args.json:
+        emit_json({"cache": str(cache.path), "encoder": encoder.identity, "added": added, "entries": len(cache)})
+    else:
+        print(f"{cache.path}: added {len(added)}, {len(cache)} entries (text encoder {encoder.identity})")
+    return 0
+
+
+def _prompts_list(args) -> int:
+    from edge.prompt_cache import PromptCache
+
+    cache = PromptCache(args.prompt_cache)
+    if args.json:
+        emit_json({"entries": cache.entries()})
+    else:
+        for e in cache.entries():
+            print(f"{e['key']}  {e['tokens']:4d} x {e['width']}  {e['encoder']}  {e['instruction']}")
+    return 0

@@ -5,28 +5,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-def rope_tables(ids: np.ndarray, axes_dim: tuple[int, ...], theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rotary tables for position ids [S, n_axes]: (cos, sin), each [S, sum(axes_dim)] float32.
-
-    Angles are computed in float64 on the host (no float64 nodes reach an exported graph); pairs are interleaved
-    (x0, x1) as in BFL's FLUX.2 and diffusers' `repeat_interleave_real=True`.
-    """
-    ids = np.asarray(ids, dtype=np.float64)
-    if ids.ndim != 2 or ids.shape[1] < len(axes_dim):
-        raise ValueError(f"position ids must be [S, {len(axes_dim)}], got {ids.shape}")
-    cos_parts, sin_parts = [], []
-    for axis, dim in enumerate(axes_dim):
-        freqs = 1.0 / (float(theta) ** (np.arange(0, dim, 2, dtype=np.float64) / dim))  # [dim/2]
-        angles = np.outer(ids[:, axis], freqs)  # [S, dim/2]
-        cos_parts.append(np.repeat(np.cos(angles), 2, axis=1))  # [S, dim] interleaved
-        sin_parts.append(np.repeat(np.sin(angles), 2, axis=1))
-    return (np.concatenate(cos_parts, axis=1).astype(np.float32), np.concatenate(sin_parts, axis=1).astype(np.float32))
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -10,32 +10,7 @@ from torch import nn
 
 from .action_expert import ActionExpert, ActionExpertConfig
 from .flux2 import Flux2Backbone, Flux2Config
-from .layers import rope_tables
-
-IMAGE_TIME_ID = 10.0  # reference (current) image ids: (10, row, col, 0)
-ACTION_TIME_ID = 2.0  # action ids: (2, i, 0, 0)
-
-
-def text_ids(length: int) -> np.ndarray:
-    ids = np.zeros((length, 4), dtype=np.float64)
-    ids[:, 3] = np.arange(length)
-    return ids
-
-
-def image_ids(rows: int, cols: int) -> np.ndarray:
-    ids = np.zeros((rows, cols, 4), dtype=np.float64)
-    ids[..., 0] = IMAGE_TIME_ID
-    ids[..., 1] = np.arange(rows)[:, None]
-    ids[..., 2] = np.arange(cols)[None, :]
-    return ids.reshape(rows * cols, 4)  # row-major, as "b c h w -> b (h w) c"
-
-
-def action_ids(horizon: int) -> np.ndarray:
-    ids = np.zeros((horizon, 4), dtype=np.float64)
-    ids[:, 0] = ACTION_TIME_ID
-    ids[:, 1] = np.arange(horizon)
-    return ids
-
+from edge.rope import action_rope, prefix_rope
 
 class ImageWAMFlux2(nn.Module):
     def __init__(self, backbone: Flux2Config, expert: ActionExpertConfig, proprio_dim: int):
@@ -53,11 +28,10 @@ class ImageWAMFlux2(nn.Module):
 
     # --- rotary tables (host-side, float64 angles) -------------------------------------------------------
     def prefix_rope(self, context_len: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.concatenate([text_ids(context_len), image_ids(rows, cols)])
-        return rope_tables(ids, self.backbone_cfg.axes_dim, self.backbone_cfg.theta)
+        return prefix_rope(context_len, rows, cols, self.backbone_cfg.axes_dim, self.backbone_cfg.theta)
 
     def action_rope(self, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-        return rope_tables(action_ids(horizon), self.backbone_cfg.axes_dim, self.backbone_cfg.theta)
+        return action_rope(horizon, self.backbone_cfg.axes_dim, self.backbone_cfg.theta)
 
     # --- stages ------------------------------------------------------------------------------------------
     def pack_context(self, text: torch.Tensor, state: torch.Tensor, text_mask: torch.Tensor | None = None):

@@ -1,0 +1,1 @@
+"""Inference backends behind one contract (see base.py)."""

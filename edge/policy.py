@@ -1,0 +1,133 @@
+"""The policy contract (openpi style): `infer(obs) -> dict`, `reset()`. Pre-processing, the three components on
+any backend, the flow-matching sampler and post-processing; no torch here."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from .errors import ConfigError
+from .normalize import Normalizer
+from .rope import action_rope, prefix_rope
+from .sampler import euler_sample, flow_sigmas, initial_noise
+from .transforms import POSTPROCESS, compose_canvas, get_canvas, get_embodiment, to_model_pixels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What the runtime must know about a model; written as `policy.json` beside exported engines."""
+
+    variant: str
+    action_dim: int
+    state_dim: int
+    text_width: int
+    head_dim: int
+    axes_dim: tuple[int, ...]
+    theta: float
+    embodiment: str
+    text_encoder: str  # identity of the text encoder (keys the prompt cache)
+    horizon: int = 16
+    steps: int = 10
+    shift: float = 5.0
+
+    def __post_init__(self):
+        if self.horizon < 1 or self.steps < 1 or self.action_dim < 1 or self.state_dim < 1:
+            raise ConfigError(f"policy spec: horizon, steps, action_dim and state_dim must be >= 1 ({self})")
+        get_embodiment(self.embodiment)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["axes_dim"] = list(self.axes_dim)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "policy spec") -> "PolicySpec":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(names)}")
+        try:
+            return cls(**{**d, "axes_dim": tuple(d.get("axes_dim", ()))})
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+class ImageWAMPolicy:
+    def __init__(self, backend, spec: PolicySpec, text_source, state_norm: Normalizer, action_norm: Normalizer):
+        if state_norm.dim != spec.state_dim or action_norm.dim != spec.action_dim:
+            raise ConfigError(f"dataset_stats.json has state/action dims {state_norm.dim}/{action_norm.dim} but the "
+                              f"model takes {spec.state_dim}/{spec.action_dim}")
+        self.backend, self.spec, self.text_source = backend, spec, text_source
+        self.state_norm, self.action_norm = state_norm, action_norm
+        self.embodiment = get_embodiment(spec.embodiment)
+        self.canvas = get_canvas(self.embodiment.canvas)
+        self.postprocess = POSTPROCESS[self.embodiment.postprocess]
+        self.sigmas = flow_sigmas(spec.steps, spec.shift)
+        self._text: dict[str, np.ndarray] = {}
+        self._rope: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def reset(self) -> None:
+        self._text.clear()
+
+    def text(self, instruction: str) -> np.ndarray:
+        if instruction not in self._text:
+            emb = np.asarray(self.text_source(instruction), dtype=np.float32)
+            if emb.ndim != 2 or emb.shape[1] != self.spec.text_width:
+                raise ConfigError(f"prompt embedding for {instruction!r} is {emb.shape}, the model takes "
+                                  f"[tokens, {self.spec.text_width}]: the prompt cache was made for another model")
+            self._text[instruction] = emb
+        return self._text[instruction]
+
+    def _prefix_rope(self, context_len: int) -> tuple[np.ndarray, np.ndarray]:
+        key = ("prefix", context_len)
+        if key not in self._rope:
+            rows, cols = self.canvas.token_grid
+            self._rope[key] = prefix_rope(context_len, rows, cols, self.spec.axes_dim, self.spec.theta)
+        return self._rope[key]
+
+    def infer(self, obs: dict, noise: np.ndarray | None = None, seed: int | None = None) -> dict:
+        """obs: {"images": [HxWx3 uint8 per camera slot], "state": [state_dim], "instruction": str}.
+        Returns {"actions" [H, Da] un-normalised and post-processed, "actions_normalized", "timings_ms", "step_ms"}."""
+        timings, clock = {}, time.perf_counter
+        t = clock()
+        text = self.text(obs["instruction"])
+        timings["text"] = (clock() - t) * 1e3
+        t = clock()
+        state = np.asarray(obs["state"], dtype=np.float64).reshape(-1)
+        if state.shape[0] != self.spec.state_dim or not np.all(np.isfinite(state)):
+            raise ConfigError(f"state must be {self.spec.state_dim} finite values, got {state.tolist()}")
+        pixels = to_model_pixels(compose_canvas(list(obs["images"]), self.canvas))
+        state_n = self.state_norm.forward(state)[None]  # [1, P]
+        cos, sin = self._prefix_rope(text.shape[0] + 1)
+        timings["preprocess"] = (clock() - t) * 1e3
+        t = clock()
+        tokens = self.backend.run("vision_encoder", {"pixels": pixels})["image_tokens"]
+        timings["vision_encoder"] = (clock() - t) * 1e3
+        t = clock()
+        kv = self.backend.run("prefill", {"text": text[None], "state": state_n, "image_tokens": tokens,
+                                          "rope_cos": cos, "rope_sin": sin})
+        timings["prefill"] = (clock() - t) * 1e3
+        if noise is None:
+            noise = initial_noise(seed, self.spec.horizon, self.spec.action_dim)
+        noise = np.asarray(noise, dtype=np.float32).reshape(1, self.spec.horizon, self.spec.action_dim)
+        step_ms = []
+
+        def velocity(x, sigma, i):
+            t0 = clock()
+            out = self.backend.run("denoise_step", {"x": x, "sigma": np.array([sigma], np.float32),
+                                                    "keys": kv["keys"], "values": kv["values"]})["velocity"]
+            step_ms.append((clock() - t0) * 1e3)
+            return out
+
+        t = clock()
+        x = euler_sample(noise, velocity, self.sigmas)
+        timings["denoise"] = (clock() - t) * 1e3
+        t = clock()
+        actions = self.postprocess(self.action_norm.backward(x[0]))
+        timings["postprocess"] = (clock() - t) * 1e3
+        timings["total"] = sum(timings.values())
+        return {"actions": actions, "actions_normalized": x[0], "timings_ms": timings, "step_ms": step_ms}

@@ -1,0 +1,124 @@
+"""Qwen3 text encoder of FLUX.2 klein (transformers): the instruction in the robot prompt template, Qwen3 chat
+template without thinking, padded to `max_length`; hidden states of layers 9, 18, 27 concatenated on the
+feature axis -> [L, 3*d] (7680 for Qwen3-4B). Only the valid (unpadded) tokens are returned: trimming is exact."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edge.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+PROMPT_TEMPLATE = "A video recorded from a robot's point of view executing the following instruction: {task}"
+DEFAULT_LAYERS = (9, 18, 27)
+
+# A Qwen3-style chat template for the tiny demo tokenizer (the real release ships Qwen3's own template).
+DEMO_CHAT_TEMPLATE = (
+    "{%- for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+
+
+def format_prompt(instruction: str) -> str:
+    return PROMPT_TEMPLATE.format(task=instruction.strip())
+
+
+class Qwen3TextEncoder:
+    def __init__(self, model_dir: str | Path, tokenizer_dir: str | Path, layers=DEFAULT_LAYERS,
+                 max_length: int = 512, dtype: torch.dtype | None = None):
+        """Checks the folders now; loads the weights on the first `encode` (a prompt-cache hit never loads them)."""
+        self.model_dir, self.tokenizer_dir = Path(model_dir), Path(tokenizer_dir)
+        for path, what, marker in ((self.model_dir, "text_encoder", "config.json"),
+                                   (self.tokenizer_dir, "tokenizer", "tokenizer_config.json")):
+            if not (path / marker).exists():
+                raise CheckpointError(
+                    f"{path / marker} not found: copy the `{what}/` folder of the FLUX.2 klein base release "
+                    "(diffusers layout) there, or pass --base DIR pointing at the release")
+        self.layers, self.max_length, self.dtype = tuple(int(i) for i in layers), int(max_length), dtype
+        config = json.loads((self.model_dir / "config.json").read_text())
+        n_layers = int(config.get("num_hidden_layers", 0))
+        if max(self.layers) > n_layers:
+            raise CheckpointError(f"{self.model_dir}: text layers {self.layers} exceed the model's {n_layers} layers")
+        self.width = len(self.layers) * int(config["hidden_size"])
+        self.model = self.tokenizer = None
+        self.loads = 0
+
+    def _load(self) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        log.info("loading the Qwen3 text encoder from %s", self.model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
+        self.model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=self.dtype or "auto").eval()
+        self.loads += 1
+
+    @property
+    def identity(self) -> str:
+        """Stable id of (weights, tokenizer, layers, length, template): keys the prompt cache."""
+        h = hashlib.sha256()
+        h.update((self.model_dir / "config.json").read_bytes())
+        for f in sorted(self.model_dir.glob("*.safetensors")) + sorted(self.model_dir.glob("*.bin")):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "vocab.json", "merges.txt"):
+            f = self.tokenizer_dir / name
+            if f.exists():
+                h.update(f.read_bytes())
+        h.update(json.dumps([self.layers, self.max_length, PROMPT_TEMPLATE]).encode())
+        return "qwen3-" + h.hexdigest()[:16]
+
+    def _rendered(self, instruction: str) -> str:
+        messages = [{"role": "user", "content": format_prompt(instruction)}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                  enable_thinking=False)
+
+    @torch.no_grad()
+    def encode_padded(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The official path: ([1, max_length, width] hidden, [1, max_length] bool mask)."""
+        if self.model is None:
+            self._load()
+        batch = self.tokenizer(self._rendered(instruction), return_tensors="pt", padding="max_length",
+                               truncation=True, max_length=self.max_length)
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         output_hidden_states=True, use_cache=False)
+        hidden = torch.cat([out.hidden_states[k] for k in self.layers], dim=-1)  # [1, L, 3*d], order h9|h18|h27
+        return hidden, batch["attention_mask"].to(torch.bool)
+
+    def __call__(self, instruction: str) -> np.ndarray:
+        return self.encode(instruction)
+
+    def encode(self, instruction: str) -> np.ndarray:
+        """Valid tokens only: [T, width] float32."""
+        hidden, mask = self.encode_padded(instruction)
+        return hidden[0][mask[0]].float().numpy()
+
+
+def make_demo_text_encoder(out_dir: Path, hidden: int = 32, layers: int = 4, seed: int = 0) -> None:
+    """Writes a tiny Qwen3 (`text_encoder/`) and a byte-level BPE tokenizer with a Qwen3-style chat template
+    (`tokenizer/`) under out_dir, in the diffusers release layout."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [format_prompt(t) for t in ("pick up the red block and place it on the plate", "open the top drawer",
+                                         "move to the blue cube", "push the green block left", "stack the bowls")]
+    tok.train_from_iterator(corpus * 4, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   padding_side="right")
+    fast.chat_template = DEMO_CHAT_TEMPLATE
+    fast.save_pretrained(str(out_dir / "tokenizer"))
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=1024,
+                      tie_word_embeddings=True, pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id)
+    Qwen3ForCausalLM(cfg).eval().save_pretrained(str(out_dir / "text_encoder"))
