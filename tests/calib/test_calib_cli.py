@@ -143,9 +143,13 @@ def test_degenerate_poses_give_a_clear_cli_error(tmp_path, camera, capsys):
 
 
 def test_board_command_writes_png_and_pdf(tmp_path, capsys):
-    assert edge_cli.main(["calibrate", "board", "--board", SPEC, "--out", str(tmp_path / "b"), "--dpi", "100"]) == 0
+    assert edge_cli.main(["calibrate", "board", "--board", SPEC, "--out", str(tmp_path / "b"), "--dpi", "100",
+                          "--self-check", "--json"]) == 0
     assert (tmp_path / "b.png").stat().st_size > 1000 and (tmp_path / "b.pdf").read_bytes()[:4] == b"%PDF"
-    assert "A3" in capsys.readouterr().out
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["paper"] == "A3"
+    sc = summary["self_check"]
+    assert sc["fx_err_px"] < 1.0 and sc["handeye_mm"] < 1.0 and sc["handeye_deg"] < 0.2
 
 
 def _run(*argv, **kw):
@@ -179,3 +183,23 @@ def test_calib_imports_nothing_heavy():
     )
     r = _run("-c", code)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_handeye_refuses_intrinsics_of_another_camera_or_resolution(eye_in_hand_dir, camera, tmp_path, capsys):
+    d, _ = eye_in_hand_dir
+    from calib.dataset import write_session
+    from calib.store import Intrinsics, save_intrinsics
+
+    views = tmp_path / "v"
+    views.mkdir()
+    for p in d.iterdir():
+        (views / p.name).write_bytes(p.read_bytes())
+    write_session(views, {"serial": "111", "board": SPEC})
+    args = ["calibrate", "handeye", "--images", str(views), "--mode", "eye-in-hand", "--out", str(tmp_path / "h.yaml")]
+    save_intrinsics(tmp_path / "other.yaml", Intrinsics(640, 480, 615, 612, 322, 237, [0.0] * 5, 0.1, SPEC, "222"))
+    assert edge_cli.main(args + ["--intrinsics", str(tmp_path / "other.yaml")]) == 1
+    assert "is for camera serial 222 but the camera in use is 111" in capsys.readouterr().err
+    save_intrinsics(tmp_path / "hd.yaml", Intrinsics(1280, 720, 915, 912, 640, 360, [0.0] * 5, 0.1, SPEC, "111"))
+    assert edge_cli.main(args + ["--intrinsics", str(tmp_path / "hd.yaml")]) == 1
+    assert "calibrated at 1280x720 but the camera streams 640x480" in capsys.readouterr().err
+    assert not (tmp_path / "h.yaml").exists()
