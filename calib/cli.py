@@ -322,6 +322,8 @@ def cmd_handeye(args) -> int:
     rejected = {**views.rejected, **rejected}
     res = solve_handeye(robot, cam_poses, args.mode, spec, reject_outliers=not args.keep_outliers,
                         source=str(args.images))
+    for n, v in res.per_view.items():  # the per-view board pose the solution was computed from
+        v.update(pnp_rms_px=round(pnp_rms[n], 4), T_camera_board=T_to_list(cam_poses[n], 6))
     he = HandEye(
         args.mode, res.T, intr.serial, str(spec), res.method, res.residuals,
         extra={

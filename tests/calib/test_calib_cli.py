@@ -62,6 +62,8 @@ def test_intrinsics_then_handeye_end_to_end(eye_in_hand_dir, camera, tmp_path, c
     print(f"CLI eye-in-hand: {mm:.3f} mm {deg:.4f} deg")
     assert mm < 1.0 and deg < 0.2
     assert he["serial"] == "123456789012" and he["residuals"]["rms_mm"] < 1.0 and "TSAI" in he["methods"]
+    v0 = he["per_view"]["img_00.png"]
+    assert v0["pnp_rms_px"] < 0.3 and transform_delta(np.array(v0["T_camera_board"]), scene.T_cam_board[0])[1] < 2.0
     # verify on the same rig says it holds (exit 0); with the camera "bumped" by 1 cm it does not (exit 3)
     rc = edge_cli.main(["calibrate", "verify", "--images", str(d), "--intrinsics", str(intr_file),
                         "--handeye", str(he_file)])
