@@ -36,8 +36,12 @@ def _demo(args) -> int:
 
     out = write_demo_checkpoint(args.out, variant=args.variant, embodiment=args.embodiment, seed=args.seed)
     print(f"wrote {args.variant} demo checkpoint to {out} (model.pt, dataset_stats.json, train_config.yaml, base/)")
-    print(f"try: imagewam-edge infer --checkpoint {out} --image a.png --image b.png --instruction 'pick up the red block' "
-          f"--state 0,0,0,0,0,0,0,0")
+    from edge.transforms import get_canvas, get_embodiment
+
+    slots = get_canvas(get_embodiment(args.embodiment).canvas).slots
+    images = " ".join(f"--image {out / 'samples' / (s.name + '.png')}" for s in slots)
+    print(f"try: imagewam-edge infer --checkpoint {out} {images} --instruction 'pick up the red block' "
+          f"--state {','.join(['0'] * 8)}")
     return 0
 
 

@@ -43,6 +43,29 @@ def demo_stats(action_dim: int, state_dim: int, seed: int = 0) -> dict:
     return {"action": entry(action_dim), "state": entry(state_dim), "num_episodes": 0, "num_transition": 0}
 
 
+def write_sample_images(out: Path, canvas_name: str, seed: int = 0) -> list[Path]:
+    """One synthetic camera image per canvas slot (a table with coloured blocks), for `infer` examples."""
+    from PIL import Image
+
+    from edge.transforms import get_canvas
+
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for slot in get_canvas(canvas_name).slots:
+        h, w = 240, 320
+        img = np.zeros((h, w, 3), np.uint8)
+        img[:] = (200, 190, 170)
+        img[: h // 3] = (90, 110, 140)  # wall
+        for color in ((200, 40, 40), (40, 80, 200), (40, 160, 60)):
+            y, x = rng.integers(h // 3, h - 40), rng.integers(0, w - 40)
+            img[y : y + 30, x : x + 30] = color
+        path = out / f"{slot.name}.png"
+        Image.fromarray(img).save(path)
+        paths.append(path)
+    return paths
+
+
 def _randomise(model: torch.nn.Module, seed: int) -> None:
     """Random weights with unit-ish activations (default inits leave modulations near zero: nothing to test)."""
     g = torch.Generator().manual_seed(seed)
@@ -58,6 +81,9 @@ def write_demo_checkpoint(out: str | Path, variant: str = "flux2-tiny", embodime
                           state_dim: int = 8, action_dim: int = 7) -> Path:
     if variant not in VARIANTS:
         raise ValueError(f"unknown demo variant {variant!r}; choose one of {VARIANTS}")
+    from .hf import quiet
+
+    quiet()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     emb = get_embodiment(embodiment)
@@ -88,5 +114,6 @@ def write_demo_checkpoint(out: str | Path, variant: str = "flux2-tiny", embodime
         vae.bn.running_var.copy_(torch.rand(vae.bn.running_var.shape, generator=g) * 0.5 + 0.5)
     vae.save_pretrained(str(base / "vae"))
     make_demo_text_encoder(base, seed=seed)
+    write_sample_images(out / "samples", emb.canvas, seed)
     log.info("wrote demo checkpoint %s (%s, %s)", out, variant, embodiment)
     return out

@@ -88,7 +88,9 @@ def resolve_base(directory: Path, train_config: dict, base: str | Path | None = 
 
 def load_vae_tokenizer(base: Path, dtype: torch.dtype | None = None) -> Flux2ImageTokenizer:
     from diffusers import AutoencoderKLFlux2
+    from quantize.hf import quiet
 
+    quiet()
     try:
         vae = AutoencoderKLFlux2.from_pretrained(str(base / "vae"), **({"torch_dtype": dtype} if dtype else {}))
     except (OSError, ValueError) as exc:

@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Install ImageWAM Edge and everything it needs on a CPU workstation (Debian/Ubuntu, Python >= 3.10).
-# torch goes FIRST with an explicit CPU wheel so nothing later pulls a multi-GB CUDA build.
+# Install ImageWAM Edge on a CPU workstation (Debian/Ubuntu, Python >= 3.10) into ./.venv, then run the embedded
+# default. torch goes in FIRST as a CPU wheel so nothing later pulls a multi-GB CUDA build.
+#   bash scripts/install.sh            install + run the demo
+#   bash scripts/install.sh --no-run   install only (CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if ! "$PY" -c "import torch" 2>/dev/null; then
-  "$PY" -m pip install "torch==2.13.0" || "$PY" -m pip install torch --index-url https://download.pytorch.org/whl/cpu
+if ! ldconfig -p 2>/dev/null | grep -q "libusb-1.0.so.0"; then   # pyrealsense2 needs libusb to import
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null
 fi
-"$PY" -m pip install -e ".[all]"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+V=.venv/bin/python
+if ! $V -c "import torch" 2>/dev/null; then
+  echo "== installing torch (CPU build)"
+  $V -m pip install -q "torch==2.13.0" 2>/dev/null || $V -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+fi
+echo "== installing imagewam-edge with all workstation extras"
+$V -m pip install -q -e ".[all]"
 if [ "${1:-}" != "--no-run" ]; then
-  imagewam-edge run
+  echo "== a demo checkpoint and one control step (the embedded default)"
+  .venv/bin/imagewam-edge demo-checkpoint --out demo
+  .venv/bin/imagewam-edge infer --checkpoint demo --image demo/samples/agentview.png --image demo/samples/wrist.png \
+    --instruction "pick up the red block" --state 0,0,0,0,0,0,0,0
 fi

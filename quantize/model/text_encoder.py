@@ -53,7 +53,9 @@ class Qwen3TextEncoder:
 
     def _load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from quantize.hf import quiet
 
+        quiet()
         log.info("loading the Qwen3 text encoder from %s", self.model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
         self.model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=self.dtype or "auto").eval()

@@ -9,8 +9,7 @@ from diffusers.loaders.single_file_utils import convert_flux2_transformer_checkp
 from diffusers.models.transformers import transformer_flux2  # noqa: E402
 
 from quantize.model.flux2 import FLUX2_PRESETS, Flux2Backbone  # noqa: E402
-from quantize.model.mot import image_ids, text_ids  # noqa: E402
-from quantize.model.layers import rope_tables  # noqa: E402
+from edge.rope import image_ids, rope_tables, text_ids  # noqa: E402
 
 CFG = FLUX2_PRESETS["flux2-tiny"]
 
