@@ -37,7 +37,7 @@ def load_policy(args):
         if backend != "torch":
             raise ConfigError(f"--backend {backend} runs exported engines: pass --engines DIR (see `imagewam-edge export`)")
         from quantize.model.checkpoint import DTYPES
-        from quantize.torch_backend import load_torch_policy
+        from quantize.variants import load_policy as load_torch_policy
 
         dtype = None if args.dtype == "auto" else DTYPES[args.dtype]
         loaded = load_torch_policy(args.checkpoint, base=args.base, dtype=dtype, prompt_cache=args.prompt_cache,

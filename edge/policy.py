@@ -10,9 +10,9 @@ import numpy as np
 
 from .errors import ConfigError
 from .normalize import Normalizer
-from .rope import action_rope, prefix_rope
 from .sampler import euler_sample, flow_sigmas, initial_noise
 from .transforms import POSTPROCESS, compose_canvas, get_canvas, get_embodiment, to_model_pixels
+from .variants import prefix_stage
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class PolicySpec:
     """What the runtime must know about a model; written as `policy.json` beside exported engines."""
 
-    variant: str
+    variant: str  # key of edge.variants.PREFIX_STAGES ("flux2", ...)
     action_dim: int
     state_dim: int
     text_width: int
@@ -67,27 +67,16 @@ class ImageWAMPolicy:
         self.canvas = get_canvas(self.embodiment.canvas)
         self.postprocess = POSTPROCESS[self.embodiment.postprocess]
         self.sigmas = flow_sigmas(spec.steps, spec.shift)
+        self.prefix = prefix_stage(spec, self.canvas)
         self._text: dict[str, np.ndarray] = {}
-        self._rope: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def reset(self) -> None:
         self._text.clear()
 
     def text(self, instruction: str) -> np.ndarray:
         if instruction not in self._text:
-            emb = np.asarray(self.text_source(instruction), dtype=np.float32)
-            if emb.ndim != 2 or emb.shape[1] != self.spec.text_width:
-                raise ConfigError(f"prompt embedding for {instruction!r} is {emb.shape}, the model takes "
-                                  f"[tokens, {self.spec.text_width}]: the prompt cache was made for another model")
-            self._text[instruction] = emb
+            self._text[instruction] = self.prefix.check_text(instruction, self.text_source(instruction))
         return self._text[instruction]
-
-    def _prefix_rope(self, context_len: int) -> tuple[np.ndarray, np.ndarray]:
-        key = ("prefix", context_len)
-        if key not in self._rope:
-            rows, cols = self.canvas.token_grid
-            self._rope[key] = prefix_rope(context_len, rows, cols, self.spec.axes_dim, self.spec.theta)
-        return self._rope[key]
 
     def infer(self, obs: dict, noise: np.ndarray | None = None, seed: int | None = None) -> dict:
         """obs: {"images": [HxWx3 uint8 per camera slot], "state": [state_dim], "instruction": str}.
@@ -102,15 +91,8 @@ class ImageWAMPolicy:
             raise ConfigError(f"state must be {self.spec.state_dim} finite values, got {state.tolist()}")
         pixels = to_model_pixels(compose_canvas(list(obs["images"]), self.canvas))
         state_n = self.state_norm.forward(state)[None]  # [1, P]
-        cos, sin = self._prefix_rope(text.shape[0] + 1)
         timings["preprocess"] = (clock() - t) * 1e3
-        t = clock()
-        tokens = self.backend.run("vision_encoder", {"pixels": pixels})["image_tokens"]
-        timings["vision_encoder"] = (clock() - t) * 1e3
-        t = clock()
-        kv = self.backend.run("prefill", {"text": text[None], "state": state_n, "image_tokens": tokens,
-                                          "rope_cos": cos, "rope_sin": sin})
-        timings["prefill"] = (clock() - t) * 1e3
+        kv = self.prefix(self.backend, text, state_n, pixels, timings)
         if noise is None:
             noise = initial_noise(seed, self.spec.horizon, self.spec.action_dim)
         noise = np.asarray(noise, dtype=np.float32).reshape(1, self.spec.horizon, self.spec.action_dim)
@@ -118,8 +100,7 @@ class ImageWAMPolicy:
 
         def velocity(x, sigma, i):
             t0 = clock()
-            out = self.backend.run("denoise_step", {"x": x, "sigma": np.array([sigma], np.float32),
-                                                    "keys": kv["keys"], "values": kv["values"]})["velocity"]
+            out = self.backend.run("denoise_step", {"x": x, "sigma": np.array([sigma], np.float32), **kv})["velocity"]
             step_ms.append((clock() - t0) * 1e3)
             return out
 

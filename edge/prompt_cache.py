@@ -2,8 +2,9 @@
 once and stored on disk; the control path never runs the text encoder when the cache has the instruction.
 
 File format (one `.npz`, no pickle): `index` is a JSON string, a list of
-`{"key", "instruction", "encoder", "tokens", "width", "created"}`; each embedding is stored as array `emb_<key>`,
-float32 [tokens, width] (valid tokens only, already trimmed). `key` = sha256(encoder + NUL + instruction)[:20], so
+`{"key", "instruction", "encoder", "tokens", "width", "created"}`; each entry is stored as array `emb_<key>`:
+float32 [tokens, width] text embeddings (valid tokens only, already trimmed) for FLUX.2, or int64 [tokens] token ids
+for variants whose text encoder must see the image every step (Ovis-U1). `key` = sha256(encoder + NUL + instruction)[:20], so
 the same instruction under another text encoder (other weights, layers, template) is a different entry."""
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class PromptCache:
                     entries = json.loads(str(data["index"]))
                     for entry in entries:
                         self._index[entry["key"]] = entry
-                        self._arrays[entry["key"]] = np.asarray(data["emb_" + entry["key"]], dtype=np.float32)
+                        self._arrays[entry["key"]] = np.asarray(data["emb_" + entry["key"]])
             except (OSError, ValueError, KeyError) as exc:
                 raise ConfigError(f"prompt cache {self.path} is unreadable ({exc}); delete it and rebuild it with "
                                   "`imagewam-edge prompts add`") from None
@@ -52,13 +53,15 @@ class PromptCache:
         return self._arrays.get(cache_key(instruction, encoder))
 
     def put(self, instruction: str, encoder: str, embedding: np.ndarray) -> None:
-        emb = np.ascontiguousarray(embedding, dtype=np.float32)
-        if emb.ndim != 2:
-            raise ValueError(f"prompt embedding must be [tokens, width], got {emb.shape}")
+        emb = np.ascontiguousarray(embedding)
+        if emb.dtype.kind == "f":
+            emb = emb.astype(np.float32)
+        if emb.ndim not in (1, 2):
+            raise ValueError(f"prompt entry must be [tokens, width] embeddings or [tokens] ids, got {emb.shape}")
         key = cache_key(instruction, encoder)
         self._arrays[key] = emb
         self._index[key] = {"key": key, "instruction": instruction.strip(), "encoder": encoder, "tokens": int(emb.shape[0]),
-                            "width": int(emb.shape[1]), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                            "width": int(emb.shape[1]) if emb.ndim == 2 else 0, "dtype": str(emb.dtype), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def save(self) -> Path:
         """Atomic write (temporary file + rename): an interrupted save never leaves a broken cache."""

@@ -8,7 +8,9 @@ def register(sub) -> None:
     p = command(sub, "demo-checkpoint", "Write a tiny random-weight ImageWAM checkpoint in the official release layout "
                 "(with a tiny autoencoder and text encoder under base/), to try every job without the 8 GB download.",
                 "imagewam-edge demo-checkpoint --variant flux2-tiny --out demo", _demo)
-    p.add_argument("--variant", default="flux2-tiny", choices=["flux2-tiny"], help="model family and size")
+    from .variants import DEMO_VARIANTS
+
+    p.add_argument("--variant", default="flux2-tiny", choices=sorted(DEMO_VARIANTS), help="model family and size")
     p.add_argument("--embodiment", default="libero", choices=["libero", "robotwin", "sim"],
                    help="camera canvas, normalisation and post-processing preset (default libero)")
     p.add_argument("--out", required=True, help="output directory")
@@ -32,9 +34,9 @@ def register(sub) -> None:
 
 
 def _demo(args) -> int:
-    from .demo import write_demo_checkpoint
+    from .variants import write_demo
 
-    out = write_demo_checkpoint(args.out, variant=args.variant, embodiment=args.embodiment, seed=args.seed)
+    out = write_demo(args.variant, args.out, embodiment=args.embodiment, seed=args.seed)
     print(f"wrote {args.variant} demo checkpoint to {out} (model.pt, dataset_stats.json, train_config.yaml, base/)")
     from edge.transforms import get_canvas, get_embodiment
 

@@ -1,0 +1,59 @@
+"""What differs between model variants on the runtime side: how the prefix (the K/V cache the action expert
+attends to) is computed from an observation. Everything after it (sampler, denoise steps, post-processing) is
+shared: `denoise_step` receives {"x", "sigma"} plus every array the prefix stage returned.
+
+A variant registers a `PrefixStage` class under its `PolicySpec.variant` name."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .errors import ConfigError
+from .rope import prefix_rope
+
+
+class Flux2Prefix:
+    """FLUX.2 klein: text embedding (cached per instruction) + proprio + image tokens -> one prefill pass."""
+
+    components = ("vision_encoder", "prefill")
+    text_kind = "embedding"  # the prompt cache holds float32 [T, text_width] embeddings
+
+    def __init__(self, spec, canvas):
+        self.spec, self.canvas = spec, canvas
+        self._rope: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def rope(self, context_len: int) -> tuple[np.ndarray, np.ndarray]:
+        if context_len not in self._rope:
+            rows, cols = self.canvas.token_grid
+            self._rope[context_len] = prefix_rope(context_len, rows, cols, self.spec.axes_dim, self.spec.theta)
+        return self._rope[context_len]
+
+    def check_text(self, instruction: str, text: np.ndarray) -> np.ndarray:
+        text = np.asarray(text, dtype=np.float32)
+        if text.ndim != 2 or text.shape[1] != self.spec.text_width:
+            raise ConfigError(f"prompt embedding for {instruction!r} is {text.shape}, the model takes "
+                              f"[tokens, {self.spec.text_width}]: the prompt cache was made for another model")
+        return text
+
+    def __call__(self, backend, text: np.ndarray, state: np.ndarray, pixels: np.ndarray, timings: dict) -> dict:
+        """text [T, Dt], state [1, P] normalised, pixels [1, 3, H, W] -> named arrays for denoise_step."""
+        t = time.perf_counter()
+        tokens = backend.run("vision_encoder", {"pixels": pixels})["image_tokens"]
+        timings["vision_encoder"] = (time.perf_counter() - t) * 1e3
+        cos, sin = self.rope(text.shape[0] + 1)
+        t = time.perf_counter()
+        kv = backend.run("prefill", {"text": text[None], "state": state, "image_tokens": tokens,
+                                     "rope_cos": cos, "rope_sin": sin})
+        timings["prefill"] = (time.perf_counter() - t) * 1e3
+        return kv
+
+
+PREFIX_STAGES = {"flux2": Flux2Prefix}
+
+
+def prefix_stage(spec, canvas):
+    try:
+        return PREFIX_STAGES[spec.variant](spec, canvas)
+    except KeyError:
+        raise ConfigError(f"unknown model variant {spec.variant!r}; known: {sorted(PREFIX_STAGES)}") from None

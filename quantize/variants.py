@@ -1,0 +1,55 @@
+"""Model variants on the torch side: which demo checkpoints exist and which loader assembles a policy from a
+release directory. Export, quantization, the runtime and the benchmark go through this registry, so every variant
+is treated alike. A variant adds: a demo writer, a policy loader and a detector for its checkpoints."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from edge.errors import CheckpointError
+
+# demo name -> (writer "module:function", variant)
+DEMO_VARIANTS = {"flux2-tiny": ("quantize.demo:write_demo_checkpoint", "flux2")}
+# variant -> policy loader "module:function" with signature (checkpoint, base=, dtype=, prompt_cache=, steps=, ...)
+POLICY_LOADERS = {"flux2": "quantize.torch_backend:load_torch_policy"}
+
+
+def _resolve(ref: str):
+    module, fn = ref.split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def detect_variant(checkpoint: str | Path) -> str:
+    """From train_config.yaml (`edge.variant`) if stated, else from the tensor names in model.pt."""
+    import yaml
+
+    directory = Path(checkpoint)
+    cfg_path = directory / "train_config.yaml"
+    if cfg_path.exists():
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        stated = (cfg.get("edge") or {}).get("variant")
+        if stated:
+            if stated not in POLICY_LOADERS:
+                raise CheckpointError(f"{cfg_path}: edge.variant {stated!r} is not one of {sorted(POLICY_LOADERS)}")
+            return stated
+        model_variant = str((cfg.get("model") or {}).get("variant", ""))
+        if model_variant.startswith("klein"):
+            return "flux2"
+    from .model.checkpoint import load_state
+
+    keys = load_state(directory / "model.pt")["mot"].keys()
+    if any(k.startswith("mixtures.video.transformer.double_stream_modulation_img") for k in keys):
+        return "flux2"
+    raise CheckpointError(f"{directory}: cannot tell the model variant from model.pt; set `edge: {{variant: ...}}` "
+                          f"in train_config.yaml (one of {sorted(POLICY_LOADERS)})")
+
+
+def write_demo(name: str, out, **kwargs):
+    if name not in DEMO_VARIANTS:
+        raise CheckpointError(f"unknown demo variant {name!r}; choose one of {sorted(DEMO_VARIANTS)}")
+    return _resolve(DEMO_VARIANTS[name][0])(out, variant=name, **kwargs)
+
+
+def load_policy(checkpoint, **kwargs):
+    """Detect the variant and assemble a torch policy (returns the loader's LoadedPolicy)."""
+    return _resolve(POLICY_LOADERS[detect_variant(checkpoint)])(checkpoint, **kwargs)
