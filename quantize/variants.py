@@ -24,6 +24,8 @@ def detect_variant(checkpoint: str | Path) -> str:
     import yaml
 
     directory = Path(checkpoint)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
     cfg_path = directory / "train_config.yaml"
     if cfg_path.exists():
         cfg = yaml.safe_load(cfg_path.read_text()) or {}
