@@ -163,6 +163,7 @@ class RealSenseCamera(Camera):
         self._playback = None
         self._silent_since: Optional[float] = None
         self._last_restart = 0.0
+        self._last_number = -1
 
     # --- open / close -----------------------------------------------------------------------------------------
     def _rs_config(self):
@@ -200,8 +201,10 @@ class RealSenseCamera(Camera):
         try:
             if self.is_playback:
                 # resolve first so real-time can be switched off BEFORE start (otherwise frames drop)
-                dev = cfg.resolve(pipeline).get_device()
-                dev.as_playback().set_real_time(bool(self.config.real_time))
+                # keep the resolved profile alive until start: start() must reuse this very device object
+                resolved = cfg.resolve(pipeline)
+                resolved_dev = resolved.get_device()
+                resolved_dev.as_playback().set_real_time(bool(self.config.real_time))
             profile = pipeline.start(cfg)
         except RuntimeError as exc:
             c = self.config
@@ -227,6 +230,9 @@ class RealSenseCamera(Camera):
             self.depth_scale = float(dev.first_depth_sensor().get_depth_scale())
             self._align = rs.align(rs.stream.color) if self.config.align else None
         self._playback = dev.as_playback() if self.is_playback else None
+        if self._playback is not None:
+            self._playback.set_real_time(bool(self.config.real_time))  # again on the started device (idempotent)
+        self._last_number = -1
         self._pipeline = pipeline
         self._silent_since = None
 
@@ -243,25 +249,12 @@ class RealSenseCamera(Camera):
                 self._playback = None
 
     # --- capture ----------------------------------------------------------------------------------------------
-    def _grab(self, timeout_s: float) -> Optional[Frame]:
-        rs = self._rs
-        if self._pipeline is None:
-            self._try_restart()
-            return None
-        ok, frames = self._pipeline.try_wait_for_frames(int(timeout_s * 1000))
-        if not ok:
-            now = time.monotonic()
-            self._silent_since = self._silent_since or now
-            if self._playback is not None and self._playback.current_status() == rs.playback_status.stopped:
-                raise RecordingEndedError(f"recording {self.config.playback_file!r} ended (or has no frames of the "
-                                          "requested streams); call reconnect() to play it again")
-            if not self.is_playback and self.config.auto_reconnect and now - self._silent_since > self.stall_timeout_s:
-                self._try_restart()
-            return None
+    def _convert(self, frames) -> Optional[Frame]:
         arrival = time.monotonic()
-        self._silent_since = None
         if self._align is not None:
-            frames = self._align.process(frames)
+            frames = self._align.process(frames.as_frameset())
+        else:
+            frames = frames.as_frameset()
         color = frames.get_color_frame()
         if not color:
             return None
@@ -274,8 +267,34 @@ class RealSenseCamera(Camera):
             if not d:
                 return None
             depth = np.asanyarray(d.get_data()).copy()  # (H, W) uint16
-        return Frame(color=img, depth=depth, timestamp=arrival, frame_number=int(color.get_frame_number()),
-                     serial=self.serial, device_timestamp_ms=float(color.get_timestamp()))
+        number = int(color.get_frame_number())
+        if self.is_playback and number <= self._last_number:
+            return None
+        self._last_number = number
+        return Frame(color=img, depth=depth, timestamp=arrival, frame_number=number, serial=self.serial,
+                     device_timestamp_ms=float(color.get_timestamp()))
+
+    def _grab(self, timeout_s: float) -> Optional[Frame]:
+        rs = self._rs
+        if self._pipeline is None:
+            self._try_restart()
+            return None
+        ok, frames = self._pipeline.try_wait_for_frames(int(timeout_s * 1000))
+        frame = self._convert(frames) if ok else None
+        if ok and frame is None:
+            return None
+        if frame is None:
+            now = time.monotonic()
+            self._silent_since = self._silent_since or now
+            if (self._playback is not None
+                    and self._playback.current_status() == rs.playback_status.stopped):
+                raise RecordingEndedError(f"recording {self.config.playback_file!r} ended (or has no frames of the "
+                                          "requested streams); call reconnect() to play it again")
+            if not self.is_playback and self.config.auto_reconnect and now - self._silent_since > self.stall_timeout_s:
+                self._try_restart()
+            return None
+        self._silent_since = None
+        return frame
 
     def _try_restart(self) -> None:
         """Live camera stalled/unplugged: restart the pipeline at most once a second until it is back."""

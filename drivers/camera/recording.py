@@ -3,6 +3,7 @@ software device (`write_synthetic_recording`) so the playback path can be tested
 librealsense 2.59 records ROS2 bags (`.db3`) only; it still plays older `.bag` files."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -78,7 +79,8 @@ def write_synthetic_recording(path: str, colors: Sequence[np.ndarray], depths: O
     for s, _ in sensors:
         s.stop()
         s.close()
-    del recorder  # flushes and closes the file
+    del recorder, sensors, cs, ds, cp, dp, dev  # the file is finalised when the recorder is destroyed
+    gc.collect()
     return str(path)
 
 

@@ -65,6 +65,7 @@ def test_playback_aligned_depth_has_color_geometry(recording):
     cfg = RealSenseConfig(width=W, height=H, fps=30, playback_file=path, align=True)
     with RealSenseCamera(cfg) as cam:
         f = cam.read(timeout=2.0)
+    assert f.frame_number == 0
     assert f.depth.shape == (H, W) and f.depth.dtype == np.uint16
     np.testing.assert_array_equal(f.color, colors[0])
     assert (f.depth > 0).mean() > 0.3  # reprojected through the intrinsics: most pixels land somewhere
