@@ -312,7 +312,10 @@ class FramedLink(ArmLink):
     def estop(self, reason: str = "estop() called") -> None:
         """Latch the e-stop here AND on the controller (which cuts torque and latches too)."""
         self.estop_latch.trip(reason)
-        self._guard(self._control, ESTOP)
+        try:
+            self._guard(self._control, ESTOP)
+        except (ArmLinkError, ControllerError) as exc:  # the host latch holds even if the controller is unreachable
+            log.error("framed link %s: ESTOP frame not delivered: %s", self.config.port, exc)
 
     def clear_estop(self) -> None:
         self._guard(self._control, CLEAR_ESTOP)
