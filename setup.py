@@ -25,7 +25,7 @@ DEV = ["pytest>=8", "pyyaml>=6"]
 
 setup(
     name="imagewam-edge",
-    version="0.1.0",
+    version=open("edge/__init__.py").read().split("__version__ = \"")[1].split("\"")[0],
     description=__doc__,
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -1,1 +1,3 @@
 """ImageWAM Edge on-device runtime."""
+
+__version__ = "0.1.0"

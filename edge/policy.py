@@ -33,11 +33,14 @@ class PolicySpec:
     horizon: int = 16
     steps: int = 10
     shift: float = 5.0
+    canvas: str = ""  # camera canvas preset; empty: the embodiment's own
 
     def __post_init__(self):
         if self.horizon < 1 or self.steps < 1 or self.action_dim < 1 or self.state_dim < 1:
             raise ConfigError(f"policy spec: horizon, steps, action_dim and state_dim must be >= 1 ({self})")
         get_embodiment(self.embodiment)
+        if self.canvas:
+            get_canvas(self.canvas)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -64,7 +67,7 @@ class ImageWAMPolicy:
         self.backend, self.spec, self.text_source = backend, spec, text_source
         self.state_norm, self.action_norm = state_norm, action_norm
         self.embodiment = get_embodiment(spec.embodiment)
-        self.canvas = get_canvas(self.embodiment.canvas)
+        self.canvas = get_canvas(spec.canvas or self.embodiment.canvas)
         self.postprocess = POSTPROCESS[self.embodiment.postprocess]
         self.sigmas = flow_sigmas(spec.steps, spec.shift)
         self.prefix = prefix_stage(spec, self.canvas)

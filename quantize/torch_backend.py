@@ -100,7 +100,7 @@ def load_vae_tokenizer(base: Path, dtype: torch.dtype | None = None) -> Flux2Ima
 
 def load_torch_policy(checkpoint: str | Path, base: str | Path | None = None, dtype: torch.dtype | None = None,
                       prompt_cache: str | Path | None = None, steps: int = 10, horizon: int | None = None,
-                      embodiment: str | None = None) -> LoadedPolicy:
+                      embodiment: str | None = None, canvas: str | None = None) -> LoadedPolicy:
     ckpt = load_checkpoint(checkpoint, dtype=dtype)
     directory = Path(checkpoint)
     edge_cfg = ckpt.train_config.get("edge", {}) if isinstance(ckpt.train_config, dict) else {}
@@ -118,7 +118,8 @@ def load_torch_policy(checkpoint: str | Path, base: str | Path | None = None, dt
     spec = PolicySpec(variant="flux2", action_dim=ckpt.model.expert_cfg.action_dim, state_dim=ckpt.model.proprio_dim,
                       text_width=cfg.context_dim, head_dim=cfg.head_dim, axes_dim=cfg.axes_dim, theta=cfg.theta,
                       embodiment=emb.name, text_encoder=text_encoder.identity,
-                      horizon=int(horizon or edge_cfg.get("horizon", emb.horizon)), steps=int(steps))
+                      horizon=int(horizon or edge_cfg.get("horizon", emb.horizon)), steps=int(steps),
+                      canvas=canvas or "")
     state_norm, action_norm = load_normalizers(ckpt.stats_path, emb.norm_mode)
     cache = PromptCache(prompt_cache) if prompt_cache else None
     source = TextSource(spec.text_encoder, cache, text_encoder)

@@ -12,6 +12,8 @@ from edge.errors import CheckpointError
 DEMO_VARIANTS = {"flux2-tiny": ("quantize.demo:write_demo_checkpoint", "flux2")}
 # variant -> policy loader "module:function" with signature (checkpoint, base=, dtype=, prompt_cache=, steps=, ...)
 POLICY_LOADERS = {"flux2": "quantize.torch_backend:load_torch_policy"}
+# variant -> "module:function" (loaded_policy) -> dict[str, ExportComponent]
+EXPORT_COMPONENTS = {"flux2": "quantize.model.export_flux2:flux2_components"}
 
 
 def _resolve(ref: str):
@@ -55,3 +57,9 @@ def write_demo(name: str, out, **kwargs):
 def load_policy(checkpoint, **kwargs):
     """Detect the variant and assemble a torch policy (returns the loader's LoadedPolicy)."""
     return _resolve(POLICY_LOADERS[detect_variant(checkpoint)])(checkpoint, **kwargs)
+
+
+def export_components(variant: str, loaded) -> dict:
+    if variant not in EXPORT_COMPONENTS:
+        raise CheckpointError(f"no exporter for variant {variant!r}; known: {sorted(EXPORT_COMPONENTS)}")
+    return _resolve(EXPORT_COMPONENTS[variant])(loaded)

@@ -1,0 +1,156 @@
+"""`imagewam-edge export`: one ONNX file per engine with named tensors, explicit (symbolic) shapes and a metadata
+JSON beside each; the export checks itself against PyTorch with onnxruntime.
+
+Output directory (the "engines" directory the runtime reads):
+    policy.json            PolicySpec (variant, dims, horizon, steps, canvas, text encoder identity)
+    dataset_stats.json     copied from the checkpoint
+    prompts.npz            prompt-embedding cache for the instructions given with --instruction
+    <component>.onnx (+ .onnx.data for large models) and <component>.json (metadata)
+    manifest.json          kind, precision, checksums of every file, source checksums, versions
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edge.errors import ImageWAMEdgeError
+
+from .onnx_utils import compare, float64_nodes, rename_nodes_uniquely, sha256_file, tensor_shapes
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18  # TensorRT 10.3 (JetPack 6) parses up to opset 20; 23 would emit Attention/RMSNormalization
+EXTERNAL_DATA_BYTES = 1 << 30  # above this the weights go to <name>.onnx.data (protobuf's 2 GB limit)
+PARITY = {"cosine": 0.99999, "rel_max_abs": 1e-4}  # FP32 ONNX vs torch
+
+
+class ExportError(ImageWAMEdgeError):
+    """The export failed or does not match PyTorch."""
+
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+
+    from edge import __version__
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "imagewam_edge": __version__, "python": platform.python_version()}
+
+
+def _dynamic_shapes(component):
+    import torch
+
+    dims: dict[str, object] = {}
+    spec = {}
+    for name in component.inputs:
+        axes = component.dynamic.get(name, {})
+        spec[name] = {ax: dims.setdefault(sym, torch.export.Dim(sym, min=2, max=16384))
+                      for ax, sym in axes.items() if sym != "one"} or None
+    return spec if any(v for v in spec.values()) else None
+
+
+def export_component(component, out_dir: Path, opset: int) -> dict:
+    """Export, rename nodes, refuse float64, check onnxruntime vs torch. Returns the metadata dict."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    path = out_dir / f"{component.name}.onnx"
+    args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in component.inputs.values())
+    n_bytes = sum(p.numel() * p.element_size() for p in component.module.parameters())
+    external = n_bytes > EXTERNAL_DATA_BYTES
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(component.module, args, str(path), input_names=list(component.inputs),
+                              output_names=list(component.outputs), opset_version=opset, dynamo=True,
+                              dynamic_shapes=_dynamic_shapes(component), external_data=external, verbose=False)
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export of {component.name} failed: {type(exc).__name__}: {exc}") from exc
+    model = onnx.load(str(path), load_external_data=True)
+    rename_nodes_uniquely(model)
+    bad = float64_nodes(model)
+    if bad:
+        raise ExportError(f"{path}: {len(bad)} float64 node(s) ({', '.join(bad[:5])}); onnxruntime >= 1.24 and TensorRT "
+                          "reject them: compute them in float32 or pass them as inputs")
+    for f in out_dir.glob(f"{component.name}.onnx*"):
+        f.unlink()
+    onnx.save(model, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
+              location=f"{component.name}.onnx.data" if external else None)
+    export_s = time.perf_counter() - t0
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outs = session.run(list(component.outputs), {k: np.ascontiguousarray(v) for k, v in component.inputs.items()})
+    with torch.no_grad():
+        refs = component.module(*args)
+    refs = refs if isinstance(refs, tuple) else (refs,)
+    parity = {name: compare(r.float().numpy(), o) for name, r, o in zip(component.outputs, refs, outs)}
+    for name, p in parity.items():
+        if p["cosine"] < PARITY["cosine"] or p["rel_max_abs"] > PARITY["rel_max_abs"]:
+            raise ExportError(f"{component.name}.{name}: onnxruntime differs from torch (cosine {p['cosine']:.6f}, "
+                              f"max abs {p['max_abs']:.2e}); limits cosine >= {PARITY['cosine']}, relative max abs <= "
+                              f"{PARITY['rel_max_abs']}")
+    return {"component": component.name, "file": path.name, "external_data": external, "opset": opset,
+            "inputs": tensor_shapes(model.graph.input), "outputs": tensor_shapes(model.graph.output),
+            "dynamic": {k: {str(a): s for a, s in v.items()} for k, v in component.dynamic.items()},
+            "example_shapes": {k: list(v.shape) for k, v in component.inputs.items()},
+            "parameters_bytes": n_bytes, "nodes": len(model.graph.node), "quantize": component.quantize,
+            "optional": component.optional, "notes": component.notes, "export_seconds": round(export_s, 2),
+            "parity_vs_torch": parity}
+
+
+def write_manifest(out: Path, kind: str, precision: str, extra: dict) -> dict:
+    files = {f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file() and f.name != "manifest.json"}
+    manifest = {"format": 1, "kind": kind, "precision": precision, "files": files, **extra}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, canvas: str | None = None,
+                      base: str | Path | None = None, instructions: list[str] | None = None,
+                      progress: Callable[[str], None] = lambda s: None) -> dict:
+    import torch
+
+    from .variants import export_components, load_policy
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    if not 13 <= opset <= 23:
+        raise ExportError(f"--opset {opset}: use 17-20 for TensorRT 10.3 (JetPack 6); at most 23")
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    progress(f"loading {checkpoint}")
+    loaded = load_policy(checkpoint, base=base, dtype=torch.float32, prompt_cache=tmp / "prompts.npz", canvas=canvas)
+    spec = loaded.policy.spec
+    for text in instructions or []:
+        loaded.policy.text(text)  # fills prompts.npz
+    components = export_components(spec.variant, loaded)
+    metas = {}
+    for i, (name, comp) in enumerate(components.items(), 1):
+        progress(f"[{i}/{len(components)}] exporting {name} ({sum(p.numel() for p in comp.module.parameters()) / 1e6:.1f} M params)")
+        meta = export_component(comp, tmp, opset)
+        meta["variant"], meta["precision"] = spec.variant, "fp32"
+        (tmp / f"{name}.json").write_text(json.dumps(meta, indent=1))
+        metas[name] = meta
+        worst = min(p["cosine"] for p in meta["parity_vs_torch"].values())
+        progress(f"      {name}: {meta['nodes']} nodes, onnxruntime vs torch cosine {worst:.7f}, max abs "
+                 f"{max(p['max_abs'] for p in meta['parity_vs_torch'].values()):.2e}")
+    shutil.copy(loaded.checkpoint.stats_path, tmp / "dataset_stats.json")
+    (tmp / "policy.json").write_text(json.dumps(spec.to_dict(), indent=1))
+    source = {"checkpoint": str(checkpoint.resolve()), "model.pt": sha256_file(checkpoint / "model.pt"),
+              "dataset_stats.json": sha256_file(checkpoint / "dataset_stats.json"), "step": loaded.checkpoint.step}
+    manifest = write_manifest(tmp, "onnx", "fp32", {"variant": spec.variant, "source": source, "versions": versions(),
+                                                    "components": sorted(metas)})
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)  # nothing half-written is left under the final name
+    return {"out": str(out), "components": metas, "manifest": manifest}
