@@ -5,6 +5,8 @@ from edge.cli_util import command, emit_json
 
 
 def register(sub) -> None:
+    register_export(sub)
+    register_quantize(sub)
     p = command(sub, "demo-checkpoint", "Write a tiny random-weight ImageWAM checkpoint in the official release layout "
                 "(with a tiny autoencoder and text encoder under base/), to try every job without the 8 GB download.",
                 "imagewam-edge demo-checkpoint --variant flux2-tiny --out demo", _demo)
@@ -31,6 +33,80 @@ def register(sub) -> None:
     ls = command(ps, "list", "List the cached instructions.", "imagewam-edge prompts list --prompt-cache prompts.npz", _prompts_list)
     ls.add_argument("--prompt-cache", required=True)
     ls.add_argument("--json", action="store_true")
+
+
+def register_export(sub) -> None:
+    p = command(sub, "export", "Export a checkpoint to ONNX engines (vision_encoder, prefill, denoise_step), each "
+                "checked against PyTorch with onnxruntime; writes policy.json, metadata and a manifest.",
+                "imagewam-edge export --checkpoint demo --out engines/fp32 --instruction 'pick up the red block'", _export)
+    p.add_argument("--checkpoint", required=True, help="ImageWAM release directory")
+    p.add_argument("--out", required=True, help="engines directory to create (replaced atomically)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18: TensorRT 10.3 on JetPack 6 parses <= 20)")
+    p.add_argument("--canvas", choices=["libero", "robotwin", "sim"], help="camera canvas preset (default: the checkpoint's)")
+    p.add_argument("--base", help="FLUX.2 klein base release; default CHECKPOINT/base")
+    p.add_argument("--instruction", action="append", default=[],
+                   help="instruction to put in the engines' prompt cache (repeatable); the runtime has no text encoder")
+    p.add_argument("--json", action="store_true", help="print one JSON object with the metadata")
+
+
+def register_quantize(sub) -> None:
+    p = command(sub, "quantize", "Quantize exported FP32 engines to INT8 or FP8 with NVIDIA Model Optimizer (ONNX PTQ, "
+                "calibrated on recorded observations through onnxruntime), then gate their accuracy against FP32 on "
+                "held-out observations. Exit code 3 when the gate fails (the result goes to OUT.rejected).",
+                "imagewam-edge quantize --onnx engines/fp32 --precision int8 --calibration recordings/day1 --out engines/int8",
+                _quantize)
+    p.add_argument("--onnx", required=True, help="FP32 engines directory written by `export`")
+    p.add_argument("--precision", required=True, choices=["int8", "fp8"],
+                   help="int8 for Jetson Orin (sm 8.7 has no FP8); fp8 for Thor / Ada / Hopper")
+    p.add_argument("--calibration", help="recording directory (`run --record DIR`; format in the README)")
+    p.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="calibrate on N generated observations instead (labelled synthetic in the report)")
+    p.add_argument("--out", required=True, help="output engines directory")
+    p.add_argument("--holdout", type=float, default=0.25, help="fraction of observations held out for the gate")
+    p.add_argument("--validation", help="gate on this recording instead of a held-out part of --calibration")
+    p.add_argument("--max-observations", type=int, default=64, help="subsample long recordings to this many")
+    p.add_argument("--high-precision", choices=["fp32", "fp16"], default="fp32",
+                   help="dtype of the layers left unquantized (fp16 for TensorRT on the device; fp32 gates on a CPU)")
+    p.add_argument("--include", action="append", default=[], choices=["vision_encoder"],
+                   help="also quantize a component kept in high precision by default")
+    p.add_argument("--no-gate", action="store_true", help="skip the accuracy gate (not recommended)")
+    p.add_argument("--json", action="store_true")
+
+
+def _quantize(args) -> int:
+    import sys
+
+    from .gate import format_report
+    from .ptq import quantize_engines
+
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    report = quantize_engines(args.onnx, args.precision, args.out, calibration=args.calibration,
+                              synthetic=args.synthetic, holdout=args.holdout, max_observations=args.max_observations,
+                              high_precision=args.high_precision, gate=not args.no_gate, include=tuple(args.include),
+                              validation=args.validation,
+                              progress=say)
+    if args.json:
+        emit_json(report)
+    elif "accuracy" in report:
+        print(format_report(report["accuracy"]))
+    print(f"{'wrote' if report['gate'] != 'failed' else 'REJECTED, kept for inspection in'} {report['out']}",
+          file=sys.stderr if args.json else sys.stdout)
+    return 3 if report["gate"] == "failed" else 0
+
+
+def _export(args) -> int:
+    import sys
+
+    from .export import export_checkpoint
+
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    result = export_checkpoint(args.checkpoint, args.out, opset=args.opset, canvas=args.canvas, base=args.base,
+                               instructions=args.instruction, progress=say)
+    if args.json:
+        emit_json(result)
+    else:
+        print(f"wrote {result['out']}: {', '.join(result['components'])} (fp32 ONNX, opset {args.opset})")
+    return 0
 
 
 def _demo(args) -> int:

@@ -15,6 +15,7 @@ import logging
 import platform
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -69,8 +70,10 @@ def export_component(component, out_dir: Path, opset: int) -> dict:
     n_bytes = sum(p.numel() * p.element_size() for p in component.module.parameters())
     external = n_bytes > EXTERNAL_DATA_BYTES
     t0 = time.perf_counter()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" etc.
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(component.module, args, str(path), input_names=list(component.inputs),
                               output_names=list(component.outputs), opset_version=opset, dynamo=True,
                               dynamic_shapes=_dynamic_shapes(component), external_data=external, verbose=False)

@@ -72,7 +72,9 @@ def flux2_components(loaded, example_obs: dict | None = None) -> dict[str, Expor
     prefix = {0: "one", 2: "prefix_len"}
     return {
         "vision_encoder": ExportComponent("vision_encoder", VisionEncoder(loaded.policy.backend.tokenizer).eval(),
-                                          {"pixels": pixels}, ["image_tokens"], notes="FLUX.2 autoencoder encoder + unshuffle + BN"),
+                                          {"pixels": pixels}, ["image_tokens"], quantize=False,
+                                          notes="FLUX.2 autoencoder encoder + unshuffle + BN; kept FP16/FP32 by default "
+                                                "(its thin first convolutions lose the most under INT8)"),
         "prefill": ExportComponent(
             "prefill", Prefill(model).eval(),
             {"text": text, "state": state, "image_tokens": tokens, "rope_cos": cos, "rope_sin": sin}, ["keys", "values"],

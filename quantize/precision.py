@@ -1,0 +1,92 @@
+"""Precision policy, accuracy thresholds and target capabilities: every number the quantizer and the engine
+builder decide with lives here.
+
+Kept in high precision whatever the engine precision: embeddings (image/text/time/action/proprio embedders), the
+modulation projections, norms and softmax (never quantized: only MatMul/Gemm/Conv weights are), attention's
+activation-activation products, the final projections, and the Euler accumulation (numpy float32 in edge/sampler.py)."""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from edge.errors import ConfigError
+
+PRECISIONS = ("fp32", "fp16", "int8", "fp8")
+QUANTIZED = ("int8", "fp8")
+
+# module-path fragments (from the exporter's name scopes) whose layers stay in high precision
+HIGH_PRECISION_SCOPES = (
+    "img_in", "txt_in", "time_in", "guidance_in", "proprio_encoder", "action_encoder",  # embedders
+    "modulation",  # adaLN projections of the timestep vector (tiny, and they scale everything)
+    "final_layer", "head.",  # output projections
+    "conv_in", "conv_out", "quant_conv",  # first/last convolutions of the autoencoder
+)
+QUANTIZED_OPS = {"vision_encoder": ("Conv", "MatMul", "Gemm"), "prefill": ("MatMul", "Gemm"),
+                 "denoise_step": ("MatMul", "Gemm")}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Minimum cosine / maximum error vs FP32 on held-out observations."""
+
+    kv_cosine: float  # prefill keys/values
+    tokens_cosine: float  # vision encoder output
+    velocity_cosine: float  # one denoise step, same inputs
+    action_cosine: float  # whole control step (normalised actions)
+    action_mean_abs: float  # whole control step, mean |a_q - a_fp32| in normalised units ([-1, 1] range)
+
+
+GATES = {
+    "fp16": Gate(kv_cosine=0.9999, tokens_cosine=0.9999, velocity_cosine=0.9999, action_cosine=0.9995, action_mean_abs=0.01),
+    "int8": Gate(kv_cosine=0.995, tokens_cosine=0.995, velocity_cosine=0.995, action_cosine=0.98, action_mean_abs=0.08),
+    "fp8": Gate(kv_cosine=0.99, tokens_cosine=0.99, velocity_cosine=0.99, action_cosine=0.97, action_mean_abs=0.12),
+}
+
+
+def gate_for(precision: str) -> Gate:
+    if precision not in GATES:
+        raise ConfigError(f"no accuracy gate for precision {precision!r}; one of {sorted(GATES)}")
+    return GATES[precision]
+
+
+def node_scopes(node) -> list[str]:
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                return [str(s) for s in ast.literal_eval(prop.value)]
+            except (ValueError, SyntaxError):
+                return [prop.value]
+    return []
+
+
+def keep_high_precision(node) -> bool:
+    scopes = node_scopes(node)
+    return any(frag in scope for scope in scopes for frag in HIGH_PRECISION_SCOPES)
+
+
+# --- targets --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    name: str
+    compute_capability: tuple[int, int]
+    fp8: bool
+    int8: bool = True
+
+
+TARGETS = {
+    "orin": Target("Jetson Orin (AGX / NX / Nano)", (8, 7), fp8=False),
+    "thor": Target("Jetson AGX Thor", (11, 0), fp8=True),
+    "ada": Target("Ada workstation", (8, 9), fp8=True),
+    "hopper": Target("Hopper", (9, 0), fp8=True),
+}
+
+
+def check_precision_supported(precision: str, compute_capability: tuple[int, int]) -> None:
+    """FP8 tensor cores need sm_89+; Jetson Orin is sm_87: refuse with the way out."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: one of {PRECISIONS}")
+    if precision == "fp8" and tuple(compute_capability) < (8, 9):
+        major, minor = compute_capability
+        raise ConfigError(f"FP8 engines need compute capability 8.9 or newer; this GPU is {major}.{minor} "
+                          f"({'Jetson Orin' if (major, minor) == (8, 7) else 'too old for FP8'}). "
+                          "Quantize to INT8 instead: imagewam-edge quantize --precision int8 ...")
