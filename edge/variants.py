@@ -57,3 +57,49 @@ def prefix_stage(spec, canvas):
         return PREFIX_STAGES[spec.variant](spec, canvas)
     except KeyError:
         raise ConfigError(f"unknown model variant {spec.variant!r}; known: {sorted(PREFIX_STAGES)}") from None
+
+
+class OvisU1Prefix:
+    """Ovis-U1: the VLM reads the prompt AND the image, so the conditioning runs every step inside
+    `vision_encoder` (with the autoencoder); the prompt cache holds the VLM's prompt token ids (int64 [T])."""
+
+    components = ("vision_encoder", "prefill")
+    text_kind = "token_ids"
+
+    def __init__(self, spec, canvas):
+        self.spec, self.canvas = spec, canvas
+        self._rope: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def rope(self, context_len: int) -> tuple[np.ndarray, np.ndarray]:
+        from .ovis_rope import prefix_rope as ovis_prefix_rope
+
+        if context_len not in self._rope:
+            rows, cols = self.canvas.token_grid
+            self._rope[context_len] = ovis_prefix_rope(context_len, rows, cols, self.spec.axes_dim, self.spec.theta)
+        return self._rope[context_len]
+
+    def check_text(self, instruction: str, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or int(np.sum(ids == OVIS_IMAGE_ATOM)) != 1:
+            raise ConfigError(f"prompt entry for {instruction!r} is {ids.dtype} {ids.shape}; Ovis-U1 takes int token ids "
+                              f"[T] with one image atom ({OVIS_IMAGE_ATOM}): the prompt cache was made for another model")
+        return ids.astype(np.int64)
+
+    def __call__(self, backend, ids: np.ndarray, state: np.ndarray, pixels: np.ndarray, timings: dict) -> dict:
+        """ids [T] int64, state [1, P] normalised, pixels [1, 3, H, W] -> named arrays for denoise_step."""
+        atom = int(np.flatnonzero(ids == OVIS_IMAGE_ATOM)[0])
+        t = time.perf_counter()
+        enc = backend.run("vision_encoder", {"pixels": pixels, "prefix_ids": ids[None, :atom],
+                                             "suffix_ids": ids[None, atom + 1 :]})
+        timings["vision_encoder"] = (time.perf_counter() - t) * 1e3
+        context = enc["context"]
+        cos, sin = self.rope(context.shape[1] + 1)  # + the proprio token
+        t = time.perf_counter()
+        kv = backend.run("prefill", {"context": context, "state": state, "image_tokens": enc["image_tokens"],
+                                     "rope_cos": cos, "rope_sin": sin})
+        timings["prefill"] = (time.perf_counter() - t) * 1e3
+        return kv
+
+
+OVIS_IMAGE_ATOM = -300  # the image atom placeholder id of Ovis-U1 prompts
+PREFIX_STAGES["ovis-u1"] = OvisU1Prefix

@@ -9,11 +9,14 @@ from pathlib import Path
 from edge.errors import CheckpointError
 
 # demo name -> (writer "module:function", variant)
-DEMO_VARIANTS = {"flux2-tiny": ("quantize.demo:write_demo_checkpoint", "flux2")}
+DEMO_VARIANTS = {"flux2-tiny": ("quantize.demo:write_demo_checkpoint", "flux2"),
+                 "ovis-u1-tiny": ("quantize.model.ovis_u1.demo:write_demo_checkpoint", "ovis-u1")}
 # variant -> policy loader "module:function" with signature (checkpoint, base=, dtype=, prompt_cache=, steps=, ...)
-POLICY_LOADERS = {"flux2": "quantize.torch_backend:load_torch_policy"}
+POLICY_LOADERS = {"flux2": "quantize.torch_backend:load_torch_policy",
+                  "ovis-u1": "quantize.model.ovis_u1.backend:load_ovis_policy"}
 # variant -> "module:function" (loaded_policy) -> dict[str, ExportComponent]
-EXPORT_COMPONENTS = {"flux2": "quantize.model.export_flux2:flux2_components"}
+EXPORT_COMPONENTS = {"flux2": "quantize.model.export_flux2:flux2_components",
+                     "ovis-u1": "quantize.model.ovis_u1.export:ovis_components"}
 
 
 def _resolve(ref: str):
@@ -39,11 +42,15 @@ def detect_variant(checkpoint: str | Path) -> str:
         model_variant = str((cfg.get("model") or {}).get("variant", ""))
         if model_variant.startswith("klein"):
             return "flux2"
+        if str((cfg.get("model") or {}).get("stack", "")) == "ovis_u1":
+            return "ovis-u1"
     from .model.checkpoint import load_state
 
     keys = load_state(directory / "model.pt")["mot"].keys()
     if any(k.startswith("mixtures.video.transformer.double_stream_modulation_img") for k in keys):
         return "flux2"
+    if any(k.startswith("mixtures.video.transformer.txt_in.individual_token_refiner.") for k in keys):
+        return "ovis-u1"  # the Yak token refiner exists only in Ovis-U1
     raise CheckpointError(f"{directory}: cannot tell the model variant from model.pt; set `edge: {{variant: ...}}` "
                           f"in train_config.yaml (one of {sorted(POLICY_LOADERS)})")
 

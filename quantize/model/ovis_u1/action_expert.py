@@ -1,0 +1,86 @@
+"""The full-width Ovis-U1 action expert (official `ActionDiTYak` names): a Yak-shaped transformer (hidden 1536,
+6 double + 12 single blocks) over the action tokens. Mixture-of-Transformers as the official `mot.py` does for
+`block_protocol == "yak"`: in double block i the action queries attend to [joint prefix K/V of backbone layer i ;
+action K/V] through `img_attn` and to [image self-attention K/V of backbone layer i ; action self K/V] through
+`img_self_attn`; in single block j to [prefix K/V of backbone layer D+j ; action K/V]. The prefix never sees
+actions. The double blocks keep their (unused) text stream parameters, as the official module does."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..layers import MLPEmbedder, attention, merge_heads, split_heads, timestep_embedding
+from .yak import DoubleStreamXBlock, LastLayer, SingleStreamBlock, YakConfig
+
+
+@dataclass(frozen=True)
+class YakExpertConfig:
+    action_dim: int = 7
+    hidden: int = 1536
+    heads: int = 12
+    depth_double: int = 6
+    depth_single: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def layers(self) -> int:
+        return self.depth_double + self.depth_single
+
+    def block_config(self) -> YakConfig:
+        head_dim = self.head_dim
+        axes = (head_dim - 2 * (head_dim * 7 // 16), head_dim * 7 // 16, head_dim * 7 // 16)  # only the shape matters
+        return YakConfig(hidden=self.hidden, heads=self.heads, depth_double=self.depth_double,
+                         depth_single=self.depth_single, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, axes_dim=axes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mixed(q, k_act, v_act, prefix_k, prefix_v, heads, prefix_mask=None):
+    """q/k_act/v_act [B, H, A, D]; prefix_k/v [B, S, H*D] -> attention output [B, A, H*D]."""
+    k = torch.cat([split_heads(prefix_k.to(k_act.dtype), heads), k_act], dim=2)  # [B, H, S+A, D]
+    v = torch.cat([split_heads(prefix_v.to(v_act.dtype), heads), v_act], dim=2)
+    mask = None
+    if prefix_mask is not None:
+        ones = torch.ones(q.shape[0], q.shape[2], dtype=torch.bool, device=q.device)
+        mask = torch.cat([prefix_mask.to(torch.bool), ones], dim=1)  # [B, S+A]
+    return merge_heads(attention(q, k, v, mask))
+
+
+class YakActionExpert(nn.Module):
+    def __init__(self, cfg: YakExpertConfig):
+        super().__init__()
+        self.cfg = cfg
+        block_cfg = cfg.block_config()
+        self.action_encoder = nn.Linear(cfg.action_dim, cfg.hidden)
+        self.time_in = MLPEmbedder(256, cfg.hidden, bias=True)
+        self.double_blocks = nn.ModuleList(DoubleStreamXBlock(block_cfg) for _ in range(cfg.depth_double))
+        self.single_blocks = nn.ModuleList(SingleStreamBlock(block_cfg) for _ in range(cfg.depth_single))
+        self.head = LastLayer(cfg.hidden, cfg.action_dim)
+
+    def forward(self, x, sigma, keys, values, image_keys, image_values, cos, sin, prefix_mask=None):
+        """x [B, A, action_dim], sigma [B] in [0, 1], keys/values [L, B, S, H*D] and image_keys/values
+        [D, B, N, H*D] from the prefill, cos/sin [A, head_dim] for the action ids (2, i, 0) -> velocity
+        [B, A, action_dim]. `prefix_mask` [B, S] only when the prefix holds padded text."""
+        dtype = self.action_encoder.weight.dtype
+        h = self.action_encoder(x.to(dtype))
+        vec = self.time_in(timestep_embedding(sigma, 256).to(dtype))
+        heads = self.cfg.heads
+        for i, block in enumerate(self.double_blocks):
+            mods = block.img_mod(vec)
+            (q, k, v), (sq, sk, sv) = block.image_qkv(h, mods, cos, sin)
+            joint = _mixed(q, k, v, keys[i], values[i], heads, prefix_mask)
+            self_out = _mixed(sq, sk, sv, image_keys[i], image_values[i], heads)  # image tokens are never padded
+            h = block.image_post(h, mods, joint, self_out)
+        offset = len(self.double_blocks)
+        for j, block in enumerate(self.single_blocks):
+            q, k, v, mlp, gate = block.qkv(h, vec, cos, sin)
+            h = block.post(h, _mixed(q, k, v, keys[offset + j], values[offset + j], heads, prefix_mask), mlp, gate)
+        return self.head(h, vec)
