@@ -165,14 +165,36 @@ def quantize_component(src: Path, dst: Path, component: str, precision: str, fee
     return info
 
 
+def load_observations(fp32, calibration=None, synthetic: int = 0, validation=None, holdout: float = 0.25,
+                      max_observations: int = 64):
+    """-> (calibration observations, held-out observations, kind)."""
+    if calibration:
+        observations, kind = list(iter_observations(calibration)), "recorded"
+    elif synthetic:
+        observations, kind = synthetic_observations(int(synthetic), fp32), "synthetic"
+    else:
+        raise QuantizationError("no calibration data: pass --calibration DIR (observations recorded with "
+                                "`imagewam-edge run --record DIR`), or --synthetic N to calibrate on generated images "
+                                "(labelled synthetic in the report)")
+    if len(observations) < (1 if validation else 4):
+        raise QuantizationError(f"{len(observations)} observation(s) in {calibration}: need at least 4 "
+                                "(3 to calibrate, 1 held out); record more steps")
+    if len(observations) > max_observations:  # spread the subset over the whole recording
+        idx = np.linspace(0, len(observations) - 1, max_observations).round().astype(int)
+        observations = [observations[i] for i in idx]
+    if validation:  # held-out observations from another recording: all of this one calibrates
+        return observations, list(iter_observations(validation))[:max_observations], kind
+    n_hold = max(1, int(round(len(observations) * holdout)))
+    held = observations[:: max(1, len(observations) // n_hold)][:n_hold]
+    held_ids = {id(o) for o in held}
+    return [o for o in observations if id(o) not in held_ids], held, kind
+
+
 def quantize_engines(onnx_dir: str | Path, precision: str, out: str | Path, calibration: str | Path | None = None,
                      synthetic: int = 0, holdout: float = 0.25, max_observations: int = 64,
                      high_precision: str = "fp32", gate: bool = True, include: tuple[str, ...] = (),
-                     validation: str | Path | None = None,
-                     progress: Callable[[str], None] = lambda s: None) -> dict:
-    from .gate import accuracy_report
-
-    onnx_dir, out = Path(onnx_dir), Path(out)
+                     validation: str | Path | None = None, progress: Callable[[str], None] = lambda s: None) -> dict:
+    onnx_dir = Path(onnx_dir)
     if precision not in QUANTIZED:
         raise QuantizationError(f"--precision {precision}: one of {QUANTIZED}")
     manifest = read_json(onnx_dir / "manifest.json", "quantize reads an FP32 engines directory written by `export`")
@@ -180,31 +202,23 @@ def quantize_engines(onnx_dir: str | Path, precision: str, out: str | Path, cali
         raise QuantizationError(f"{onnx_dir} holds {manifest.get('precision')} {manifest.get('kind')} engines; "
                                 "quantize starts from the FP32 ONNX export")
     fp32 = load_engine_policy(onnx_dir)
-    if calibration:
-        observations = list(iter_observations(calibration))
-        kind = "recorded"
-    elif synthetic:
-        observations = synthetic_observations(int(synthetic), fp32)
-        kind = "synthetic"
-    else:
-        raise QuantizationError("no calibration data: pass --calibration DIR (observations recorded with "
-                                "`imagewam-edge run --record DIR`), or --synthetic N to calibrate on generated images "
-                                "(labelled synthetic in the report)")
-    if len(observations) < 4:
-        raise QuantizationError(f"{len(observations)} observation(s) in {calibration}: need at least 4 "
-                                "(3 to calibrate, 1 held out); record more steps")
-    if len(observations) > max_observations:  # spread the subset over the whole recording
-        idx = np.linspace(0, len(observations) - 1, max_observations).round().astype(int)
-        observations = [observations[i] for i in idx]
-    if validation:  # held-out observations from another recording: all of this one calibrates
-        held, calib = list(iter_observations(validation))[:max_observations], observations
-    else:
-        n_hold = max(1, int(round(len(observations) * holdout)))
-        held = observations[::max(1, len(observations) // n_hold)][:n_hold]
-        held_ids = {id(o) for o in held}
-        calib = [o for o in observations if id(o) not in held_ids]
+    calib, held, kind = load_observations(fp32, calibration, synthetic, validation, holdout, max_observations)
     progress(f"calibrating on {len(calib)} {kind} observations, {len(held)} held out")
     feeds, _ = capture_inputs(fp32, calib)
+    info = {"kind": kind, "source": str(calibration or ""), "observations": len(calib), "held_out": len(held),
+            "validation": str(validation or "")}
+    return quantize_from_feeds(onnx_dir, precision, out, feeds, held, info, high_precision, gate, include, progress)
+
+
+def quantize_from_feeds(onnx_dir: str | Path, precision: str, out: str | Path, feeds: dict[str, list[dict]],
+                        held: list[Observation], calibration_info: dict, high_precision: str = "fp32",
+                        gate: bool = True, include: tuple[str, ...] = (),
+                        progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Quantize every component from captured calibration feeds, gate on `held`, write OUT (or OUT.rejected)."""
+    from .gate import accuracy_report
+
+    onnx_dir, out = Path(onnx_dir), Path(out)
+    manifest = read_json(onnx_dir / "manifest.json", "quantize reads an FP32 engines directory written by `export`")
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -227,19 +241,16 @@ def quantize_engines(onnx_dir: str | Path, precision: str, out: str | Path, cali
         meta.update({"precision": precision if quant[comp].get("quantized_layers") else "fp32",
                      "quantization": quant[comp], "source_sha256": sha256_file(src)})
         (tmp / f"{comp}.json").write_text(json.dumps(meta, indent=1))
-    report = {"precision": precision, "calibration": {"kind": kind, "source": str(calibration or ""),
-                                                      "observations": len(calib), "held_out": len(held),
-                                                      "validation": str(validation or "")},
-              "components": quant}
+    report = {"precision": precision, "calibration": calibration_info, "components": quant}
     if gate:
         progress("accuracy gate on held-out observations")
         report["accuracy"] = accuracy_report(onnx_dir, tmp, held, precision)
     passed = report.get("accuracy", {}).get("passed", True)
-    report["gate"] = "passed" if passed and gate else ("skipped" if not gate else "failed")
+    report["gate"] = "skipped" if not gate else ("passed" if passed else "failed")
     (tmp / "quantization.json").write_text(json.dumps(report, indent=1))
     write_manifest(tmp, "onnx", precision, {"variant": manifest.get("variant"), "source": manifest.get("source"),
                                             "versions": manifest.get("versions"), "components": manifest["components"],
-                                            "calibration": report["calibration"], "high_precision": high_precision,
+                                            "calibration": calibration_info, "high_precision": high_precision,
                                             "gate": report["gate"]})
     final = out if passed else out.with_name(out.name + ".rejected")  # a failed gate never takes the real name
     if final.exists():

@@ -18,3 +18,12 @@ def demo_checkpoint(tmp_path_factory):
     from quantize.demo import write_demo_checkpoint
 
     return write_demo_checkpoint(tmp_path_factory.mktemp("ckpt") / "demo", variant="flux2-tiny", embodiment="libero")
+
+
+@pytest.fixture(scope="session")
+def demo_engines(demo_checkpoint, tmp_path_factory):
+    """The demo checkpoint exported to FP32 ONNX engines (with the instruction the tests use in the prompt cache)."""
+    from quantize.export import export_checkpoint
+
+    return Path(export_checkpoint(demo_checkpoint, tmp_path_factory.mktemp("engines") / "fp32",
+                                  instructions=["pick up the red block"])["out"])
