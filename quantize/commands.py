@@ -7,6 +7,7 @@ from edge.cli_util import command, emit_json
 def register(sub) -> None:
     register_export(sub)
     register_quantize(sub)
+    register_device(sub)
     p = command(sub, "demo-checkpoint", "Write a tiny random-weight ImageWAM checkpoint in the official release layout "
                 "(with a tiny autoencoder and text encoder under base/), to try every job without the 8 GB download.",
                 "imagewam-edge demo-checkpoint --variant flux2-tiny --out demo", _demo)
@@ -92,6 +93,52 @@ def _quantize(args) -> int:
     print(f"{'wrote' if report['gate'] != 'failed' else 'REJECTED, kept for inspection in'} {report['out']}",
           file=sys.stderr if args.json else sys.stdout)
     return 3 if report["gate"] == "failed" else 0
+
+
+def register_device(sub) -> None:
+    p = command(sub, "build", "Build TensorRT engines ON the device from an ONNX engines directory: strongly typed "
+                "networks (precision from the Q/DQ graph), profiles from the export metadata, a timing cache, and a "
+                "manifest the runtime checks. Refuses FP8 on Jetson Orin (sm 8.7).",
+                "imagewam-edge build --onnx engines/int8 --out engines/int8-trt", _build)
+    p.add_argument("--onnx", required=True, help="engines directory from export or quantize")
+    p.add_argument("--out", required=True, help="TensorRT engines directory to create")
+    p.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace (default 4 GiB)")
+    p.add_argument("--timing-cache", help="timing cache file (default OUT/../timing.cache; reused across builds)")
+    p.add_argument("--fp16", action="store_true", help="for FP32 ONNX: let TensorRT pick FP16 kernels (weak typing)")
+    p.add_argument("--json", action="store_true")
+
+    p = command(sub, "verify", "Compare TensorRT engines with onnxruntime on the same observations (per component "
+                "and whole control step); exit code 3 when they disagree beyond the precision's limits.",
+                "imagewam-edge verify --engines engines/int8-trt --observations recordings/day1", _verify)
+    p.add_argument("--engines", required=True, help="TensorRT engines directory from `build`")
+    p.add_argument("--observations", help="recording directory (default: generated observations)")
+    p.add_argument("--onnx", help="the ONNX directory the engines were built from (default: from the manifest)")
+    p.add_argument("--json", action="store_true")
+
+
+def _build(args) -> int:
+    from .build import build_engines
+
+    manifest = build_engines(args.onnx, args.out, workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,
+                             fp16=args.fp16, progress=lambda s: print(s, flush=True))
+    if args.json:
+        emit_json(manifest)
+    else:
+        print(f"wrote {args.out}: TensorRT {manifest['tensorrt']}, sm {'.'.join(map(str, manifest['compute_capability']))}, "
+              f"{manifest['precision']}")
+    return 0
+
+
+def _verify(args) -> int:
+    from .gate import format_report
+    from .verify import verify_engines
+
+    report = verify_engines(args.engines, args.observations, args.onnx)
+    if args.json:
+        emit_json(report)
+    else:
+        print(format_report(report).replace("vs FP32", f"TensorRT vs {report['reference']}"))
+    return 0 if report["passed"] else 3
 
 
 def _export(args) -> int:

@@ -104,6 +104,7 @@ def export_component(component, out_dir: Path, opset: int) -> dict:
     return {"component": component.name, "file": path.name, "external_data": external, "opset": opset,
             "inputs": tensor_shapes(model.graph.input), "outputs": tensor_shapes(model.graph.output),
             "dynamic": {k: {str(a): s for a, s in v.items()} for k, v in component.dynamic.items()},
+            "ranges": {k: list(v) for k, v in component.ranges.items()},
             "example_shapes": {k: list(v.shape) for k, v in component.inputs.items()},
             "parameters_bytes": n_bytes, "nodes": len(model.graph.node), "quantize": component.quantize,
             "optional": component.optional, "notes": component.notes, "export_seconds": round(export_s, 2),

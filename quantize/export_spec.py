@@ -16,6 +16,7 @@ class ExportComponent:
     inputs: dict[str, np.ndarray]  # example inputs, in forward order (float32 / int64)
     outputs: list[str]
     dynamic: dict[str, dict[int, str]] = field(default_factory=dict)  # input/output name -> {axis: symbol}
+    ranges: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # symbol -> (min, opt, max) for engines
     optional: bool = False  # off the control path (e.g. the text encoder): exported only when asked
     quantize: bool = True  # worth quantizing (large MatMuls)
     notes: str = ""

@@ -15,12 +15,13 @@ def _min(values):
     return float(min(values)) if values else float("nan")
 
 
-def accuracy_report(fp32_dir, quant_dir, observations, precision: str, seed: int = 1000) -> dict:
+def accuracy_report(fp32_dir, quant_dir, observations, precision: str, seed: int = 1000,
+                    test_backend: str = "onnxruntime") -> dict:
     from .ptq import capture_inputs
 
     gate = gate_for(precision)
     ref = load_engine_policy(fp32_dir)
-    test = load_engine_policy(quant_dir)
+    test = load_engine_policy(quant_dir, backend=test_backend)
     feeds, ref_results = capture_inputs(ref, observations, seed=seed)
     metrics: dict[str, dict] = {}
     # component level: the quantized component on exactly the FP32 pipeline's inputs

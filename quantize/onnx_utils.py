@@ -1,21 +1,12 @@
 """ONNX graph helpers shared by export, quantization and verification (no torch)."""
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import numpy as np
+
+from edge.manifest import sha256_file  # noqa: F401  (re-exported for the quantize modules)
 
 ONNX_TO_NP = {1: np.float32, 10: np.float16, 11: np.float64, 7: np.int64, 6: np.int32, 9: np.bool_, 16: "bfloat16"}
 DOUBLE = 11
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def rename_nodes_uniquely(model) -> int:

@@ -70,6 +70,9 @@ def flux2_components(loaded, example_obs: dict | None = None) -> dict[str, Expor
     kv = backend.run("prefill", {"text": text, "state": state, "image_tokens": tokens, "rope_cos": cos, "rope_sin": sin})
     x = np.random.default_rng(1).standard_normal((1, spec.horizon, spec.action_dim), dtype=np.float32)
     prefix = {0: "one", 2: "prefix_len"}
+    n_img, t_len = tokens.shape[1], text.shape[1]
+    max_text = int(getattr(loaded.text_encoder, "max_length", 512))
+    ranges = {"text_len": (1, t_len, max_text), "prefix_len": (2 + n_img, t_len + 1 + n_img, max_text + 1 + n_img)}
     return {
         "vision_encoder": ExportComponent("vision_encoder", VisionEncoder(loaded.policy.backend.tokenizer).eval(),
                                           {"pixels": pixels}, ["image_tokens"], quantize=False,
@@ -79,9 +82,10 @@ def flux2_components(loaded, example_obs: dict | None = None) -> dict[str, Expor
             "prefill", Prefill(model).eval(),
             {"text": text, "state": state, "image_tokens": tokens, "rope_cos": cos, "rope_sin": sin}, ["keys", "values"],
             dynamic={"text": {1: "text_len"}, "rope_cos": {0: "prefix_len"}, "rope_sin": {0: "prefix_len"},
-                     "keys": prefix, "values": prefix}, notes="backbone prefill -> per-layer K/V"),
+                     "keys": prefix, "values": prefix}, ranges=ranges, notes="backbone prefill -> per-layer K/V"),
         "denoise_step": ExportComponent(
             "denoise_step", DenoiseStep(model, spec.horizon).eval(),
             {"x": x, "sigma": np.array([0.5], np.float32), "keys": kv["keys"], "values": kv["values"]}, ["velocity"],
-            dynamic={"keys": {2: "prefix_len"}, "values": {2: "prefix_len"}}, notes="action expert, one velocity"),
+            dynamic={"keys": {2: "prefix_len"}, "values": {2: "prefix_len"}}, ranges=ranges,
+            notes="action expert, one velocity"),
     }
