@@ -194,10 +194,18 @@ def _prompts_add(args) -> int:
 
     cfg_path = Path(args.checkpoint) / "train_config.yaml"
     train_config = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
-    base = resolve_base(Path(args.checkpoint), train_config, args.base)
-    edge_cfg, model_cfg = train_config.get("edge", {}), train_config.get("model", {})
-    encoder = Qwen3TextEncoder(base / "text_encoder", base / "tokenizer", layers=edge_cfg.get("text_layers", DEFAULT_LAYERS),
-                               max_length=int(model_cfg.get("qwen_context_len", 512)))
+    from .variants import detect_variant
+
+    if detect_variant(args.checkpoint) == "ovis-u1":  # the cache holds the VLM's prompt token ids
+        from .model.ovis_u1.backend import OvisPromptTokenizer, resolve_base as ovis_base
+
+        encoder = OvisPromptTokenizer(ovis_base(Path(args.checkpoint), train_config, args.base))
+        encoder.encode = encoder
+    else:
+        base = resolve_base(Path(args.checkpoint), train_config, args.base)
+        edge_cfg, model_cfg = train_config.get("edge", {}), train_config.get("model", {})
+        encoder = Qwen3TextEncoder(base / "text_encoder", base / "tokenizer", layers=edge_cfg.get("text_layers", DEFAULT_LAYERS),
+                                   max_length=int(model_cfg.get("qwen_context_len", 512)))
     cache = PromptCache(args.prompt_cache)
     added = []
     for text in instructions:

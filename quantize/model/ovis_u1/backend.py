@@ -129,7 +129,7 @@ def resolve_base(directory: Path, train_config: dict, base: str | Path | None = 
 
 def load_ovis_policy(checkpoint: str | Path, base: str | Path | None = None, dtype: torch.dtype | None = None,
                      prompt_cache: str | Path | None = None, steps: int = 10, horizon: int | None = None,
-                     embodiment: str | None = None) -> LoadedOvisPolicy:
+                     embodiment: str | None = None, canvas: str | None = None) -> LoadedOvisPolicy:
     from ...hf import quiet
 
     quiet()
@@ -152,7 +152,8 @@ def load_ovis_policy(checkpoint: str | Path, base: str | Path | None = None, dty
     spec = PolicySpec(variant="ovis-u1", action_dim=ckpt.model.expert_cfg.action_dim, state_dim=ckpt.model.proprio_dim,
                       text_width=cfg.context_dim, head_dim=cfg.head_dim, axes_dim=cfg.axes_dim, theta=cfg.theta,
                       embodiment=emb.name, text_encoder=tokenizer.identity,
-                      horizon=int(horizon or edge_cfg.get("horizon", emb.horizon)), steps=int(steps))
+                      horizon=int(horizon or edge_cfg.get("horizon", emb.horizon)), steps=int(steps),
+                      canvas=canvas or "")
     state_norm, action_norm = load_normalizers(ckpt.stats_path, emb.norm_mode)
     cache = PromptCache(prompt_cache) if prompt_cache else None
     source = TextSource(spec.text_encoder, cache, tokenizer)

@@ -141,3 +141,31 @@ def test_real_configuration_parameter_counts():
     assert 1.10e9 < count(dit) < 1.15e9
     assert 1.0e9 < count(expert) < 1.1e9
     assert dit.cfg.axes_dim == (16, 56, 56) and dit.cfg.head_dim == 128
+
+
+@pytest.mark.slow
+def test_export_then_engines_equal_torch(ovis_checkpoint, tmp_path, capsys):
+    """The three Ovis-U1 components export (opset 18, no float64), and the onnxruntime engines (no torch on the
+    runtime path) give the torch actions."""
+    pytest.importorskip("onnxruntime")
+    engines = tmp_path / "engines"
+    assert main(["export", "--checkpoint", str(ovis_checkpoint), "--out", str(engines),
+                 "--instruction", "pick up the red block"]) == 0
+    meta = json.loads((engines / "vision_encoder.json").read_text())
+    assert {"prefix_ids", "suffix_ids", "pixels"} <= {i["name"] for i in meta["inputs"]}
+    ref = _infer(capsys, ovis_checkpoint)
+    capsys.readouterr()
+    assert main(["infer", "--engines", str(engines), *_images(ovis_checkpoint), "--instruction", "pick up the red block",
+                 "--state", "0.1,0,0,0,0,0,0.02,0.02", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert np.abs(np.asarray(got["actions"]) - np.asarray(ref["actions"])).max() <= 1e-4
+
+
+def test_prompts_add_stores_token_ids(ovis_checkpoint, tmp_path, capsys):
+    from edge.prompt_cache import PromptCache
+
+    cache = tmp_path / "p.npz"
+    assert main(["prompts", "add", "--checkpoint", str(ovis_checkpoint), "--prompt-cache", str(cache),
+                 "--instruction", "stack the bowls", "--json"]) == 0
+    entry = PromptCache(cache).entries()[0]
+    assert entry["instruction"] == "stack the bowls" and entry["width"] == 0 and entry["dtype"] == "int64"
