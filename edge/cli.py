@@ -10,6 +10,7 @@ import sys
 # (module, function) pairs that add subcommands; each parser sets `func(args) -> int` (the exit code).
 REGISTRARS = [
     ("edge.commands", "register"),
+    ("edge.commands_loop", "register"),
     ("quantize.commands", "register"),
     ("drivers.cli", "register"),
     ("calib.cli", "register"),

@@ -1,0 +1,290 @@
+"""`bench`: control-step latency per stage on this machine, with the facts that make a figure meaningful.
+
+Warm-up first, then `iterations` control steps on changing synthetic camera frames (the simulated camera's scene):
+per stage p50/p90/p99/mean (vision encoder, prefill, each denoise step, the denoise loop, the whole control step),
+jitter, peak memory, and the system (CPU/GPU; on a Jetson: L4T/JetPack, TensorRT, nvpmodel mode, jetson_clocks,
+temperatures). Outputs are synchronous numpy arrays, so every timing already includes the device synchronisation.
+`--compare reference` also times the official evaluation path (edge/bench_reference.py) on the same checkpoint."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import ConfigError
+from .timing import jitter, summarize
+
+log = logging.getLogger(__name__)
+
+STAGE_ORDER = ("control_step", "text", "preprocess", "vision_encoder", "prefill", "denoise", "denoise_step",
+               "postprocess")
+
+
+def synthetic_observation(policy, instruction: str, k: int) -> dict:
+    """Frame k of the simulated scene in every camera slot (a different seed per slot), state mid-range."""
+    from drivers.camera.sim import SimCameraConfig, render
+
+    images = [render(SimCameraConfig(width=320, height=240, seed=s, depth=False), k)[0]
+              for s in range(len(policy.canvas.slots))]
+    state = np.zeros(policy.spec.state_dim) + 0.01 * (k % 7)
+    return {"images": images, "state": state, "instruction": instruction}
+
+
+def rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        return float("nan")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def measure(infer: Callable[[dict, int], dict], make_obs: Callable[[int], dict], iterations: int, warmup: int,
+            progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Runs `infer(obs, seed)` warmup + iterations times; returns {"samples": stage -> [ms], "rss_peak_mb"}."""
+    for k in range(warmup):
+        infer(make_obs(k), k)
+    samples: dict[str, list] = {}
+    rss_peak = rss_mb()
+    t_last = time.monotonic()
+    for k in range(iterations):
+        obs = make_obs(warmup + k)
+        t0 = time.perf_counter()
+        out = infer(obs, k)
+        samples.setdefault("control_step", []).append((time.perf_counter() - t0) * 1e3)
+        for stage, ms in out.get("timings_ms", {}).items():
+            if stage != "total":
+                samples.setdefault(stage, []).append(ms)
+        for ms in out.get("step_ms", ()):
+            samples.setdefault("denoise_step", []).append(ms)
+        if k % 10 == 0:
+            rss_peak = max(rss_peak, rss_mb())
+        if time.monotonic() - t_last > 5:
+            progress(f"  {k + 1}/{iterations} steps")
+            t_last = time.monotonic()
+    return {"samples": samples, "rss_peak_mb": max(rss_peak, rss_mb())}
+
+
+def stage_table(samples: dict) -> dict:
+    order = [s for s in STAGE_ORDER if s in samples] + sorted(set(samples) - set(STAGE_ORDER))
+    return {s: {k: v for k, v in summarize(samples[s]).items() if k in ("p50", "p90", "p99", "mean", "std", "n")}
+            for s in order}
+
+
+def _run(cmd: list[str], timeout: float = 3.0) -> str | None:
+    if not shutil.which(cmd[0]):
+        return None
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (out.stdout or out.stderr).strip() or None
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def temperatures() -> dict:
+    """{zone type: degrees C} from /sys/class/thermal (Jetson: CPU-therm, GPU-therm, ...)."""
+    out = {}
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        t, kind = _read(str(zone / "temp")), _read(str(zone / "type"))
+        if t and t.lstrip("-").isdigit():
+            out[kind or zone.name] = int(t) / 1000.0
+    return out
+
+
+def jetson_facts() -> dict | None:
+    """L4T/JetPack, TensorRT, nvpmodel, jetson_clocks and a tegrastats line; None when not on a Jetson."""
+    release = _read("/etc/nv_tegra_release")
+    if release is None and not Path("/sys/firmware/devicetree/base/compatible").exists():
+        return None
+    model = _read("/proc/device-tree/model")
+    if release is None and not (model and "jetson" in model.lower()):
+        return None
+    trt = None
+    try:
+        import tensorrt
+
+        trt = tensorrt.__version__
+    except Exception:
+        trt = _run(["dpkg-query", "-W", "-f=${Version}", "tensorrt"]) or _run(["dpkg-query", "-W", "-f=${Version}", "libnvinfer10"])
+    tegra = None
+    if shutil.which("tegrastats"):
+        try:
+            p = subprocess.Popen(["tegrastats", "--interval", "200"], stdout=subprocess.PIPE, text=True)
+            tegra = p.stdout.readline().strip()
+            p.terminate()
+            p.wait(timeout=2)
+        except (OSError, subprocess.TimeoutExpired):
+            tegra = None
+    return {"model": model, "l4t": release.splitlines()[0] if release else None,
+            "jetpack": _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"]), "tensorrt": trt,
+            "nvpmodel": _run(["nvpmodel", "-q"]), "jetson_clocks": _run(["jetson_clocks", "--show"]),
+            "tegrastats": tegra}
+
+
+def system_facts(backend=None) -> dict:
+    cpu = None
+    info = _read("/proc/cpuinfo") or ""
+    for line in info.splitlines():
+        if line.lower().startswith(("model name", "hardware", "cpu model")):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    facts = {"platform": platform.platform(), "machine": platform.machine(), "python": platform.python_version(),
+             "cpu": cpu or platform.processor(), "cpu_count": os.cpu_count(),
+             "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+             "load_avg": [round(x, 2) for x in os.getloadavg()], "numpy": np.__version__,
+             "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+             "temperatures_c": temperatures(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    try:
+        import psutil
+
+        facts["memory_total_gb"] = round(psutil.virtual_memory().total / 2**30, 2)
+    except ImportError:
+        pass
+    try:
+        import onnxruntime as ort
+
+        facts["onnxruntime"] = ort.__version__
+        facts["onnxruntime_providers"] = getattr(backend, "providers", None) or ort.get_available_providers()
+    except ImportError:
+        pass
+    facts["gpu"] = _run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,temperature.gpu,power.draw",
+                         "--format=csv,noheader"])
+    facts["jetson"] = jetson_facts()
+    return facts
+
+
+def load_bench_policy(args, engines: str | None):
+    backend = args.backend or ("onnxruntime" if engines else "torch")
+    if engines:
+        from .engines import load_engine_policy
+
+        if backend == "torch":
+            raise ConfigError("--backend torch runs a checkpoint: pass --checkpoint DIR")
+        return load_engine_policy(engines, backend=backend, prompt_cache=args.prompt_cache, threads=args.threads), backend
+    if backend != "torch":
+        raise ConfigError(f"--backend {backend} runs exported engines: pass --engines DIR")
+    from quantize.variants import load_policy
+
+    return load_policy(args.checkpoint, prompt_cache=args.prompt_cache).policy, backend
+
+
+def run_bench(args, progress: Callable[[str], None] = lambda s: None) -> dict:
+    engines = args.engines
+    tmp = None
+    if args.compare and not engines:
+        import tempfile
+
+        from quantize.export import export_checkpoint
+
+        tmp = tempfile.TemporaryDirectory(prefix="imagewam-bench-")
+        progress(f"exporting {args.checkpoint} for our path (onnxruntime + prompt cache)")
+        engines = export_checkpoint(args.checkpoint, Path(tmp.name) / "engines", instructions=[args.instruction],
+                                    progress=progress)["out"]
+    try:
+        rss0 = rss_mb()
+        policy, backend = load_bench_policy(args, engines)
+        policy.text(args.instruction)  # prompt-cache miss -> clear error before timing anything
+        rss_loaded = rss_mb()
+        progress(f"bench: {backend}, {args.warmup} warm-up + {args.iterations} control steps")
+        res = measure(lambda obs, k: policy.infer(obs, seed=k), lambda k: synthetic_observation(policy, args.instruction, k),
+                      args.iterations, args.warmup, progress)
+        stages = stage_table(res["samples"])
+        result = {"backend": backend, "engines": engines if not tmp else None, "checkpoint": args.checkpoint,
+                  "iterations": args.iterations, "warmup": args.warmup, "instruction": args.instruction,
+                  "spec": policy.spec.to_dict(), "stages": stages,
+                  "jitter_ms": jitter(res["samples"]["control_step"]),
+                  "memory_mb": {"rss_before_load": round(rss0, 1), "rss_after_load": round(rss_loaded, 1),
+                                "rss_peak_during_steps": round(res["rss_peak_mb"], 1),
+                                "process_peak": round(peak_rss_mb(), 1)},
+                  "samples_ms": {k: [round(x, 4) for x in v] for k, v in res["samples"].items()},
+                  "system": system_facts(getattr(policy, "backend", None))}
+        if args.compare:
+            from .bench_reference import compare_reference
+
+            result["compare"] = compare_reference(args, policy, progress)
+        return result
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _fmt(d: dict) -> str:
+    return "  ".join(f"{k} {d[k]:9.3f}" if isinstance(d.get(k), float) else f"{k} {'-':>9}" for k in ("p50", "p90", "p99", "mean"))
+
+
+def format_bench(r: dict) -> str:
+    s = r["system"]
+    lines = [f"{r['backend']} on {s.get('cpu')} ({s.get('cpu_count')} cores, load {s.get('load_avg')}), "
+             f"{r['iterations']} control steps after {r['warmup']} warm-up (ms):"]
+    for stage, d in r["stages"].items():
+        lines.append(f"  {stage:<15} {_fmt(d)}")
+    j, m = r["jitter_ms"], r["memory_mb"]
+    lines.append(f"  jitter: std {j['std']} ms, p99-p50 {j['p99_minus_p50']} ms; memory: RSS after load "
+                 f"{m['rss_after_load']} MB, peak during steps {m['rss_peak_during_steps']} MB, process peak {m['process_peak']} MB")
+    if s.get("jetson"):
+        jf = s["jetson"]
+        lines.append(f"  jetson: {jf.get('model')} | {jf.get('l4t')} | JetPack {jf.get('jetpack')} | TensorRT "
+                     f"{jf.get('tensorrt')} | {jf.get('nvpmodel')} | temps {s.get('temperatures_c')}")
+    c = r.get("compare")
+    if c:
+        lines.append(f"reference (official way: {c['reference']['how']}): p50 {c['reference']['p50']:.2f} ms, "
+                     f"mean {c['reference']['mean']:.2f} ms")
+        lines.append(f"ours ({c['ours']['how']}): p50 {c['ours']['p50']:.2f} ms, mean {c['ours']['mean']:.2f} ms")
+        lines.append(f"speed-up (reference p50 / ours p50): {c['ratio_p50']:.2f}x (mean {c['ratio_mean']:.2f}x); "
+                     f"actions max |ref - ours| {c['actions_max_abs_diff']:.2e}")
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def plot(result: dict, png: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ConfigError(f"--plot needs matplotlib: pip install 'imagewam-edge[plot]' ({exc})") from None
+    samples = result["samples_ms"]
+    names = [s for s in result["stages"] if s in samples and samples[s]]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    axes[0].boxplot([samples[n] for n in names], whis=(1, 99), showfliers=True, flierprops={"markersize": 2})
+    axes[0].set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
+    axes[0].set_ylabel("ms")
+    axes[0].set_yscale("log")
+    axes[0].set_title("per stage (box: p25-p75, whiskers: p1-p99)")
+    total = np.asarray(samples["control_step"])
+    axes[1].hist(total, bins=40, color="tab:blue")
+    for p, ls in ((50, "-"), (90, "--"), (99, ":")):
+        axes[1].axvline(np.percentile(total, p), color="k", ls=ls, label=f"p{p} {np.percentile(total, p):.1f} ms")
+    axes[1].set_xlabel("control step (ms)")
+    axes[1].legend()
+    s = result["system"]
+    fig.suptitle(f"{result['backend']} | {s.get('cpu')} | {s.get('time')}", fontsize=9)
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)

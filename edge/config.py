@@ -1,0 +1,302 @@
+"""`run --config FILE`: one validated YAML file for the whole robot (cameras, policy, prompt cache, calibration
+files, one or two arm links, rates, chunking, safety limits, fault handling). Every error names the file, the
+field (`arms[0].baudrate`) and the fix. Example files per supported setup: edge/configs/*.yaml.
+
+Pure parsing: nothing here opens a device or imports torch."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
+CAMERA_KINDS = ("realsense", "sim")
+PROTOCOLS = ("dynamixel", "feetech", "framed")
+ACTION_MODES = ("absolute", "delta")
+ON_FAULT_TORQUE = ("hold", "off")
+BLENDS = ("crossfade", "ensemble", "none")
+_MISSING = object()
+
+
+class _Fields:
+    """Reads one mapping of the YAML file; every complaint carries `file: field`."""
+
+    def __init__(self, data: Any, where: str, source: str):
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: `{where}` must be a mapping (key: value lines), got {type(data).__name__}")
+        self.data, self.where, self.source = dict(data), where, source
+        self.used: set[str] = set()
+
+    def name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def err(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.source}: field `{self.name(key)}` {msg}")
+
+    def get(self, key: str, default: Any = _MISSING, kind: type | tuple = object, choices=None, minimum=None,
+            maximum=None, example: str = "") -> Any:
+        self.used.add(key)
+        if key not in self.data or self.data[key] is None:
+            if default is _MISSING:
+                raise self.err(key, "is missing" + (f"; e.g. `{self.name(key)}: {example}`" if example else ""))
+            return default
+        v = self.data[key]
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if kind is not object and (not isinstance(v, kind) or (isinstance(v, bool) and kind in (int, float))):
+            want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            if isinstance(v, bool) and kind is str:
+                raise self.err(key, f"must be a string, got the boolean {v!r}: YAML reads unquoted on/off/yes/no as "
+                                    f"booleans, so quote it (e.g. {key}: \"off\")")
+            raise self.err(key, f"must be {want}, got {v!r}" + (f" (e.g. {example})" if example else ""))
+        if choices is not None and v not in choices:
+            raise self.err(key, f"must be one of {list(choices)}, got {v!r}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise self.err(key, f"must be finite, got {v!r}")
+            if minimum is not None and v < minimum:
+                raise self.err(key, f"must be >= {minimum}, got {v!r}")
+            if maximum is not None and v > maximum:
+                raise self.err(key, f"must be <= {maximum}, got {v!r}")
+        return v
+
+    def path(self, key: str, base: Path, default: Any = None) -> Optional[str]:
+        v = self.get(key, default, kind=str)
+        if v is None or v.startswith("@"):
+            return v
+        p = Path(v).expanduser()
+        return str(p if p.is_absolute() else (base / p))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ConfigError(f"{self.source}: unknown field(s) {[self.name(k) for k in unknown]} "
+                              f"(known here: {sorted(self.used)}); check the spelling")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    kind: str  # realsense | sim
+    slot: str  # canvas slot it fills (libero: agentview, wrist; robotwin: cam_high, left_wrist, right_wrist)
+    device: dict = field(default_factory=dict)  # RealSenseConfig / SimCameraConfig fields
+    intrinsics: Optional[str] = None  # calibration file checked at start (serial and size)
+    handeye: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    backend: str = "onnxruntime"
+    engines: Optional[str] = None  # "@default": the embedded default's cached engines
+    checkpoint: Optional[str] = None  # torch backend (workstation)
+    prompt_cache: Optional[str] = None
+    steps: Optional[int] = None
+    threads: int = 0
+    action_mode: str = "absolute"  # absolute joint targets, or deltas added to the state of the observation
+    action_indices: Optional[tuple] = None  # action dims -> joints in arm order (default: all, in order)
+    state_indices: Optional[tuple] = None  # arm joints -> policy state (default: all, in order)
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    protocol: str
+    port: str  # "@sim": start a simulated controller (own process, pty) and use its port
+    ids: tuple
+    baudrate: int = 1_000_000
+    calibration: Optional[str] = None  # JointMapping YAML ({joints: [...]})
+    safety: dict = field(default_factory=dict)  # lower, upper, max_velocity, max_step (scalars or per joint)
+    link: dict = field(default_factory=dict)  # extra LinkConfig fields (timeout_s, watchdog_ms, read_mode, ...)
+
+    @property
+    def simulated(self) -> bool:
+        return self.port == "@sim"
+
+
+@dataclass(frozen=True)
+class RatesConfig:
+    control_hz: float = 100.0  # command streaming rate (the controller's)
+    action_hz: float = 10.0  # spacing of the policy's actions (the training data's control rate)
+    camera_max_age_s: float = 0.2  # a frame older than this is not used for inference
+    state_every: int = 1  # read the arm state every N ticks
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    replan: Optional[int] = None  # default: the embodiment's (LIBERO 10, RoboTwin 8)
+    blend: str = "crossfade"
+    blend_s: float = 0.1
+    ensemble_m: float = 0.1
+
+
+@dataclass(frozen=True)
+class FaultConfig:
+    torque: str = "hold"  # on a fault: "hold" (keep torque, hold position) or "off"
+    torque_on_stop: str = "hold"  # on a normal stop / SIGINT
+    dump_dir: str = "faults"
+    dump_seconds: float = 5.0
+    inference_timeout_s: float = 5.0  # no chunk for this long while one was requested -> fault
+    camera_timeout_s: float = 2.0  # no fresh frame for this long -> fault
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    source: str
+    instruction: str
+    policy: PolicyConfig
+    cameras: tuple
+    arms: tuple
+    rates: RatesConfig = RatesConfig()
+    chunking: ChunkingConfig = ChunkingConfig()
+    fault: FaultConfig = FaultConfig()
+    name: str = ""
+
+
+def _index_list(f: _Fields, key: str) -> Optional[tuple]:
+    v = f.get(key, None, kind=list)
+    if v is None:
+        return None
+    if not v or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v):
+        raise f.err(key, f"must be a list of non-negative integers, got {v!r}")
+    return tuple(v)
+
+
+def _limit(f: _Fields, key: str) -> Any:
+    v = f.get(key, None)
+    if v is None:
+        return None
+    vals = v if isinstance(v, list) else [v]
+    if not vals or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in vals):
+        raise f.err(key, f"must be a number or a list of numbers (one per joint), got {v!r}")
+    return [float(x) for x in vals] if isinstance(v, list) else float(v)
+
+
+def _camera(d: Any, i: int, source: str, base: Path) -> CameraConfig:
+    f = _Fields(d, f"cameras[{i}]", source)
+    kind = f.get("kind", kind=str, choices=CAMERA_KINDS, example="realsense")
+    slot = f.get("slot", kind=str, example="agentview")
+    intr, he = f.path("intrinsics", base), f.path("handeye", base)
+    device = {k: v for k, v in f.data.items() if k not in ("kind", "slot", "intrinsics", "handeye")}
+    f.used.update(device)
+    f.done()
+    try:  # the drivers' own config classes validate the device fields
+        if kind == "realsense":
+            from drivers.camera.realsense import RealSenseConfig
+
+            if device.get("playback_file"):
+                device["playback_file"] = str((base / device["playback_file"]).expanduser())
+            RealSenseConfig.from_dict(device)
+        else:
+            from drivers.camera.sim import SimCameraConfig
+
+            SimCameraConfig.from_dict(device)
+    except ValueError as exc:  # drivers.errors.ConfigError is a ValueError
+        raise ConfigError(f"{source}: `cameras[{i}]` ({kind}): {exc}") from None
+    return CameraConfig(kind, slot, device, intr, he)
+
+
+def _arm(d: Any, i: int, source: str, base: Path) -> ArmConfig:
+    f = _Fields(d, f"arms[{i}]", source)
+    protocol = f.get("protocol", kind=str, choices=PROTOCOLS, example="dynamixel")
+    port = f.get("port", kind=str, example="/dev/ttyUSB0 (or @sim for a simulated controller)")
+    ids = f.get("ids", kind=list, example="[1, 2, 3, 4, 5, 6]")
+    if not ids or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 252 for x in ids) \
+            or len(set(ids)) != len(ids):
+        raise f.err("ids", f"must be a list of distinct servo ids 0..252, got {ids!r}")
+    baud = f.get("baudrate", 1_000_000, kind=int)
+    calibration = f.path("calibration", base)
+    sf = _Fields(f.get("safety", {}), f"arms[{i}].safety", source)
+    safety = {k: _limit(sf, k) for k in ("lower", "upper", "max_velocity", "max_step")}
+    sf.done()
+    for k, v in safety.items():
+        if isinstance(v, list) and len(v) != len(ids):
+            raise sf.err(k, f"has {len(v)} values for {len(ids)} joints (ids {ids}); give one per joint or a scalar")
+        if k in ("max_velocity", "max_step") and v is not None and min(v if isinstance(v, list) else [v]) <= 0:
+            raise sf.err(k, "must be > 0")
+    link = f.get("link", {}, kind=dict)
+    f.done()
+    try:
+        from drivers.arm.base import BAUDRATES
+    except ImportError:  # pragma: no cover - drivers ship with the package
+        BAUDRATES = (baud,)
+    if baud not in BAUDRATES:
+        raise f.err("baudrate", f"{baud} is not supported; use one of {list(BAUDRATES)}")
+    return ArmConfig(protocol, port, tuple(ids), baud, calibration, {k: v for k, v in safety.items() if v is not None}, link)
+
+
+def from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> RunConfig:
+    """Validate a parsed YAML document; relative paths resolve against `base` (the file's directory)."""
+    base = Path(base) if base is not None else Path.cwd()
+    top = _Fields(data, "", source)
+    name = top.get("name", "", kind=str)
+    instruction = top.get("instruction", kind=str, example='"pick up the red block"')
+    if not instruction.strip():
+        raise top.err("instruction", "is empty; write the task in words")
+    pf = _Fields(top.get("policy", kind=dict, example="{backend: onnxruntime, engines: /opt/engines}"), "policy", source)
+    backend = pf.get("backend", "onnxruntime", kind=str, choices=BACKENDS)
+    engines, checkpoint = pf.path("engines", base), pf.path("checkpoint", base)
+    if backend == "torch" and not checkpoint:
+        raise pf.err("checkpoint", "is required with backend torch (a release directory)")
+    if backend != "torch" and not engines:
+        raise pf.err("engines", f"is required with backend {backend} (a directory written by `imagewam-edge export`)")
+    policy = PolicyConfig(backend, engines, checkpoint, pf.path("prompt_cache", base),
+                          pf.get("steps", None, kind=int, minimum=1, maximum=100), pf.get("threads", 0, kind=int, minimum=0),
+                          pf.get("action_mode", "absolute", kind=str, choices=ACTION_MODES),
+                          _index_list(pf, "action_indices"), _index_list(pf, "state_indices"))
+    pf.done()
+    cams = top.get("cameras", kind=list, example="[{kind: realsense, slot: agentview, serial: '123456789'}]")
+    if not cams:
+        raise top.err("cameras", "is empty; list one camera per canvas slot")
+    cameras = tuple(_camera(c, i, source, base) for i, c in enumerate(cams))
+    slots = [c.slot for c in cameras]
+    if len(set(slots)) != len(slots):
+        raise top.err("cameras", f"fill the same canvas slot twice: {slots}")
+    arms_raw = top.get("arms", kind=list, example="[{protocol: dynamixel, port: /dev/ttyUSB0, ids: [1, 2, 3]}]")
+    if not 1 <= len(arms_raw) <= 2:
+        raise top.err("arms", f"must list one or two arm links, got {len(arms_raw)}")
+    arms = tuple(_arm(a, i, source, base) for i, a in enumerate(arms_raw))
+    rf = _Fields(top.get("rates", {}), "rates", source)
+    rates = RatesConfig(rf.get("control_hz", 100.0, kind=float, minimum=1.0, maximum=1000.0),
+                        rf.get("action_hz", 10.0, kind=float, minimum=0.5, maximum=1000.0),
+                        rf.get("camera_max_age_s", 0.2, kind=float, minimum=0.001, maximum=10.0),
+                        rf.get("state_every", 1, kind=int, minimum=1, maximum=1000))
+    rf.done()
+    cf = _Fields(top.get("chunking", {}), "chunking", source)
+    chunking = ChunkingConfig(cf.get("replan", None, kind=int, minimum=1), cf.get("blend", "crossfade", kind=str, choices=BLENDS),
+                              cf.get("blend_s", 0.1, kind=float, minimum=0.0, maximum=5.0),
+                              cf.get("ensemble_m", 0.1, kind=float, minimum=-10.0, maximum=10.0))
+    cf.done()
+    ff = _Fields(top.get("fault", {}), "fault", source)
+    fault = FaultConfig(ff.get("torque", "hold", kind=str, choices=ON_FAULT_TORQUE),
+                        ff.get("torque_on_stop", "hold", kind=str, choices=ON_FAULT_TORQUE),
+                        str(Path(ff.get("dump_dir", "faults", kind=str)).expanduser()),  # relative: to the working dir
+                        ff.get("dump_seconds", 5.0, kind=float, minimum=0.1, maximum=600.0),
+                        ff.get("inference_timeout_s", 5.0, kind=float, minimum=0.05, maximum=600.0),
+                        ff.get("camera_timeout_s", 2.0, kind=float, minimum=0.05, maximum=600.0))
+    ff.done()
+    top.done()
+    return RunConfig(source, instruction.strip(), policy, cameras, arms, rates, chunking, fault, name)
+
+
+def from_yaml(path: str | Path) -> RunConfig:
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found; start from an example in {CONFIG_DIR} "
+                          f"({', '.join(sorted(p.name for p in CONFIG_DIR.glob('*.yaml')))})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return from_dict(data, str(path), path.resolve().parent)
+
+
+def example_configs() -> list[Path]:
+    return sorted(CONFIG_DIR.glob("*.yaml"))

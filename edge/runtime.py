@@ -1,0 +1,187 @@
+"""`run`: a validated RunConfig -> policy, cameras, arm links (and simulated controllers) -> ControlLoop -> summary.
+
+Everything opened here is closed by one ExitStack in reverse order (cameras stopped, links disconnected with the
+configured torque, simulators terminated), also after a fault or Ctrl-C. The engines path imports no torch."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .config import ArmConfig, CameraConfig, PolicyConfig, RunConfig
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def load_policy(pcfg: PolicyConfig, source: str, progress: Callable[[str], None] = lambda s: None):
+    if pcfg.backend == "torch":
+        from quantize.variants import load_policy as load_torch
+
+        return load_torch(pcfg.checkpoint, prompt_cache=pcfg.prompt_cache, steps=pcfg.steps or 10).policy
+    from .engines import load_engine_policy
+
+    engines = pcfg.engines
+    if engines == "@default":
+        from .default import ensure_default_engines
+
+        engines = str(ensure_default_engines(progress=progress))
+    elif engines and engines.startswith("@"):
+        raise ConfigError(f"{source}: field `policy.engines` {engines!r}: the only special value is @default")
+    return load_engine_policy(engines, backend=pcfg.backend, prompt_cache=pcfg.prompt_cache, steps=pcfg.steps,
+                              threads=pcfg.threads)
+
+
+def open_camera(cc: CameraConfig, i: int, source: str):
+    if cc.kind == "sim":
+        from drivers.camera.sim import SimCamera, SimCameraConfig
+
+        return SimCamera(SimCameraConfig.from_dict(dict(cc.device)))
+    from drivers.camera.realsense import RealSenseCamera, RealSenseConfig
+
+    return RealSenseCamera(RealSenseConfig.from_dict(dict(cc.device)))
+
+
+def check_calibration(cc: CameraConfig, i: int, source: str) -> dict:
+    """Load the camera's calibration files (refused if made for another camera or resolution)."""
+    out = {}
+    if not (cc.intrinsics or cc.handeye):
+        return out
+    from calib.store import load_handeye, load_intrinsics
+
+    serial = cc.device.get("serial")
+    size = (cc.device.get("width", 640), cc.device.get("height", 480))
+    if cc.intrinsics:
+        out["intrinsics"] = load_intrinsics(cc.intrinsics, expect_serial=serial, expect_size=size)
+    if cc.handeye:
+        out["handeye"] = load_handeye(cc.handeye, expect_serial=serial)
+    return out
+
+
+def make_link(ac: ArmConfig, port: str, i: int, source: str):
+    import yaml
+
+    from drivers.arm.mapping import JointMapping
+    from drivers.arm.safety import SafetyLimits
+
+    where = f"{source}: `arms[{i}]`"
+    fields = {"port": port, "ids": list(ac.ids), "baudrate": ac.baudrate, **ac.link}
+    if ac.protocol == "dynamixel":
+        from drivers.arm.dynamixel import DynamixelConfig as Cfg, DynamixelLink as Link
+    elif ac.protocol == "feetech":
+        from drivers.arm.feetech import FeetechConfig as Cfg, FeetechLink as Link
+    else:
+        from drivers.arm.framed import FramedConfig as Cfg, FramedLink as Link
+    try:
+        cfg = Cfg.from_dict(fields)
+        mapping = JointMapping.default(ac.ids)
+        if ac.calibration:
+            try:
+                mapping = JointMapping.from_dict(yaml.safe_load(Path(ac.calibration).read_text()))
+            except FileNotFoundError:
+                raise ConfigError(f"{where}.calibration: {ac.calibration} not found") from None
+        lo, hi = mapping.limits_in_units()
+        s = ac.safety
+        limits = SafetyLimits.create(mapping.n, lower=s.get("lower", lo), upper=s.get("upper", hi),
+                                     max_velocity=s.get("max_velocity", 2.0), max_step=s.get("max_step", 0.2))
+        return Link(cfg, mapping, limits)
+    except ValueError as exc:  # drivers' ConfigError
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def check_dims(cfg: RunConfig, policy, n_joints: int) -> None:
+    spec, src = policy.spec, cfg.source
+    slots = [s.name for s in policy.canvas.slots]
+    have = [c.slot for c in cfg.cameras]
+    if sorted(have) != sorted(slots):
+        raise ConfigError(f"{src}: field `cameras` fills slots {have} but the model's canvas {policy.canvas.name!r} "
+                          f"has slots {slots}: give exactly one camera per slot")
+    p = cfg.policy
+    n_state = len(p.state_indices) if p.state_indices else n_joints
+    if n_state != spec.state_dim or (p.state_indices and max(p.state_indices) >= n_joints):
+        raise ConfigError(f"{src}: field `policy.state_indices`: the model takes a state of {spec.state_dim} values but "
+                          f"the arms give {n_joints} joints; list which joints form the state (indices < {n_joints})")
+    idx = p.action_indices
+    if (len(idx) if idx else spec.action_dim) != n_joints or (idx and max(idx) >= spec.action_dim):
+        raise ConfigError(f"{src}: field `policy.action_indices`: the model outputs {spec.action_dim} action dims but "
+                          f"the arms have {n_joints} joints; list one action index (< {spec.action_dim}) per joint")
+
+
+def run_config(cfg: RunConfig, seconds: Optional[float] = None, record: Optional[str] = None,
+               progress: Callable[[str], None] = lambda s: None, stop=None, policy=None) -> dict:
+    """Open everything, run the loop, close everything; returns the summary. `policy` overrides the config's
+    (tests wrap a policy, e.g. to make it slow)."""
+    from drivers.arm.base import MultiArm
+
+    from .loop import ControlLoop
+
+    t_setup = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if policy is None:
+            progress(f"loading the policy ({cfg.policy.backend})")
+            policy = load_policy(cfg.policy, cfg.source, progress)
+        stack.callback(lambda: getattr(getattr(policy, "backend", None), "close", lambda: None)())
+        policy.text(cfg.instruction)  # a missing prompt-cache entry fails now, not in the loop
+        calibration = {c.slot: check_calibration(c, i, cfg.source) for i, c in enumerate(cfg.cameras)}
+        links = []
+        for i, ac in enumerate(cfg.arms):
+            port = ac.port
+            if ac.simulated:
+                from drivers.arm.sim import SimulatedController
+
+                sim = SimulatedController(ac.protocol, ids=list(ac.ids), watchdog_ms=int(ac.link.get("watchdog_ms", 200)))
+                port = sim.start()
+                stack.callback(sim.stop)
+                progress(f"simulated {ac.protocol} controller (own process) on {port}")
+            links.append(make_link(ac, port, i, cfg.source))
+        arm = MultiArm(links)
+        check_dims(cfg, policy, sum(arm.sizes))
+        order = {s.name: k for k, s in enumerate(policy.canvas.slots)}
+        cams_cfg = sorted(cfg.cameras, key=lambda c: order[c.slot])
+        cameras = [open_camera(c, i, cfg.source) for i, c in enumerate(cams_cfg)]
+        arm.connect()
+        torque_off = {"value": False}  # decided after the loop: the configured torque for a stop or a fault
+        stack.callback(lambda: [l.disconnect(torque_off=torque_off["value"]) for l in arm.links])
+        for link in arm.links:
+            link.torque(True)
+        for cam in cameras:
+            cam.connect()
+            stack.callback(cam.disconnect)
+        # warm-up: the first inference allocates buffers and is slow; do it before the clock starts
+        frames = [cam.read(timeout=5.0) for cam in cameras]
+        q0 = np.asarray(arm.read_state())
+        from .loop import select_state
+
+        policy.infer({"images": [f.color for f in frames], "state": select_state(q0, cfg.policy.state_indices),
+                      "instruction": cfg.instruction})
+        writer = None
+        if record:
+            from .recording import RecordingWriter
+
+            writer = RecordingWriter(record, canvas=policy.canvas.name, slots=[s.name for s in policy.canvas.slots],
+                                     state_dim=policy.spec.state_dim, action_dim=policy.spec.action_dim,
+                                     extra={"config": cfg.source, "control_hz": cfg.rates.control_hz,
+                                            "action_hz": cfg.rates.action_hz})
+            writer.start_episode(cfg.instruction, config=cfg.source)
+        loop = ControlLoop(policy, cameras, arm, cfg.instruction, cfg.rates, cfg.chunking, cfg.fault, cfg.policy,
+                           recorder=writer)
+        progress(f"running at {cfg.rates.control_hz:g} Hz" + (f" for {seconds:g} s" if seconds else " (Ctrl-C stops)"))
+        summary = loop.run(seconds, stop=stop)
+        mode = cfg.fault.torque if summary["fault"] else cfg.fault.torque_on_stop
+        torque_off["value"] = mode == "off"
+        summary["config"] = cfg.source
+        summary["setup_s"] = round(time.monotonic() - t_setup - summary["duration_s"], 2)
+        summary["calibration"] = {k: sorted(v) for k, v in calibration.items() if v}
+        if record:
+            summary["record"] = str(record)
+    return summary
+
+
+def write_summary(summary: dict, path: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(summary, indent=1))
