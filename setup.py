@@ -11,7 +11,10 @@ EXPORT = [
     "onnxscript>=0.2",
     "onnxruntime>=1.20",
     "ml_dtypes>=0.4",
-    "nvidia-modelopt>=0.33",
+    "nvidia-modelopt>=0.33",  # NOT its [onnx] extra: that pins onnx and pulls onnxruntime-gpu and cupy
+    "onnxslim>=0.1.76",  # the parts of modelopt's [onnx] extra its ONNX PTQ imports
+    "lief",
+    "cppimport",
     "onnx-graphsurgeon>=0.5",
     "polygraphy>=0.49",
 ]
@@ -33,7 +36,7 @@ setup(
     packages=find_packages(include=["edge", "edge.*", "quantize", "quantize.*", "drivers", "drivers.*", "calib", "calib.*"]),
     include_package_data=True,
     package_data={"edge": ["configs/*.yaml", "assets/**/*"], "drivers": ["*.md"]},
-    install_requires=["numpy>=1.24", "pyyaml>=6"],
+    install_requires=["numpy>=1.24", "pyyaml>=6", "pillow>=9"],
     extras_require={
         "export": EXPORT,
         "cpu": RUNTIME_CPU,

@@ -10,8 +10,8 @@ import ast
 from dataclasses import dataclass
 
 from edge.errors import ConfigError
+from edge.targets import PRECISIONS, check_precision_supported  # noqa: F401  (re-exported)
 
-PRECISIONS = ("fp32", "fp16", "int8", "fp8")
 QUANTIZED = ("int8", "fp8")
 
 # module-path fragments (from the exporter's name scopes) whose layers stay in high precision
@@ -64,29 +64,3 @@ def keep_high_precision(node) -> bool:
     return any(frag in scope for scope in scopes for frag in HIGH_PRECISION_SCOPES)
 
 
-# --- targets --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Target:
-    name: str
-    compute_capability: tuple[int, int]
-    fp8: bool
-    int8: bool = True
-
-
-TARGETS = {
-    "orin": Target("Jetson Orin (AGX / NX / Nano)", (8, 7), fp8=False),
-    "thor": Target("Jetson AGX Thor", (11, 0), fp8=True),
-    "ada": Target("Ada workstation", (8, 9), fp8=True),
-    "hopper": Target("Hopper", (9, 0), fp8=True),
-}
-
-
-def check_precision_supported(precision: str, compute_capability: tuple[int, int]) -> None:
-    """FP8 tensor cores need sm_89+; Jetson Orin is sm_87: refuse with the way out."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r}: one of {PRECISIONS}")
-    if precision == "fp8" and tuple(compute_capability) < (8, 9):
-        major, minor = compute_capability
-        raise ConfigError(f"FP8 engines need compute capability 8.9 or newer; this GPU is {major}.{minor} "
-                          f"({'Jetson Orin' if (major, minor) == (8, 7) else 'too old for FP8'}). "
-                          "Quantize to INT8 instead: imagewam-edge quantize --precision int8 ...")
