@@ -76,7 +76,7 @@ class _Fields:
     def done(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise ConfigError(f"{self.source}: unknown field(s) {[self.name(k) for k in unknown]} "
+            raise ConfigError(f"{self.source}: unknown field(s) {', '.join(f'`{self.name(k)}`' for k in unknown)} "
                               f"(known here: {sorted(self.used)}); check the spelling")
 
 

@@ -259,7 +259,7 @@ class ControlLoop:
             self.dump_path = self._dump(exc)
         finally:
             self._stop.set()
-            worker.join(timeout=10)
+            worker.join(timeout=2.0)  # a stuck inference call cannot be interrupted; the thread is a daemon
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             if self._recorder is not None:
