@@ -179,41 +179,46 @@ def load_checkpoint(directory: str | Path, dtype: torch.dtype | None = None, axe
         model = ImageWAMFlux2(backbone_cfg, expert_cfg, proprio_dim)
     state = {**{"backbone." + k: v for k, v in video.items()}, **{"expert." + k: v for k, v in action.items()},
              **{"proprio_encoder." + k: v for k, v in payload["proprio_encoder"].items()}}
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     prefix_of = {"backbone.": VIDEO, "expert.": ACTION, "proprio_encoder.": "proprio_encoder."}
 
     def official(name: str) -> str:
         head = next(p for p in prefix_of if name.startswith(p))
         return prefix_of[head] + name[len(head):]
 
-    missing = [official(k) for k in expected if k not in state]
-    unexpected += [official(k) for k in state if k not in expected]
-    wrong = [f"{official(k)} {tuple(state[k].shape)} (expected {expected[k]})"
-             for k in expected if k in state and tuple(state[k].shape) != expected[k]]
-    problems = []
-    for title, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-        if names:
-            problems.append(f"{len(names)} {title}: " + ", ".join(names[:6]) + (" ..." if len(names) > 6 else ""))
-    if problems:
-        raise CheckpointError(f"{where} does not match the ImageWAM FLUX.2 layout inferred from its shapes "
-                              f"(backbone {backbone_cfg.depth_double}+{backbone_cfg.depth_single} blocks, "
-                              f"hidden {backbone_cfg.hidden}; expert hidden {expert_cfg.hidden}): " + "; ".join(problems))
     target = dtype or stored
-    state = {k: (v if v.dtype == target else v.to(target)) for k, v in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
-    model.eval().requires_grad_(False)
+    strict_assign(model, state, where, f"ImageWAM FLUX.2 layout inferred from its shapes (backbone "
+                  f"{backbone_cfg.depth_double}+{backbone_cfg.depth_single} blocks, hidden {backbone_cfg.hidden}; "
+                  f"expert hidden {expert_cfg.hidden})", official, target)
     log.info("loaded %s: step %s, %s, backbone %d+%d x %d, expert %d", where, payload.get("step"), target,
              backbone_cfg.depth_double, backbone_cfg.depth_single, backbone_cfg.hidden, expert_cfg.hidden)
     return ImageWAMCheckpoint(directory, model, int(payload.get("step", 0) or 0), target, train_config)
 
 
-def official_state_dict(model: ImageWAMFlux2) -> dict:
-    """The `model.pt` payload layout of a model (alias keys share storage with the canonical ones)."""
+def strict_assign(module: torch.nn.Module, state: dict, where: str, what: str, name_of=lambda k: k, dtype=None):
+    """Assign `state` to a meta-built `module` (no copy; cast only to another `dtype`); refuse, naming the keys,
+    unless the keys and shapes match exactly."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = [name_of(k) for k in expected if k not in state]
+    unexpected = [name_of(k) for k in state if k not in expected]
+    wrong = [f"{name_of(k)} {tuple(state[k].shape)} (expected {expected[k]})"
+             for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    problems = [f"{len(n)} {t}: " + ", ".join(n[:6]) + (" ..." if len(n) > 6 else "")
+                for t, n in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if n]
+    if problems:
+        raise CheckpointError(f"{where} does not match the {what}: " + "; ".join(problems))
+    state = {k: (v if dtype is None or v.dtype == dtype else v.to(dtype)) for k, v in state.items()}
+    module.load_state_dict(state, strict=True, assign=True)
+    return module.eval().requires_grad_(False)
+
+
+def official_state_dict(model) -> dict:
+    """The `model.pt` payload layout of an ImageWAM model with `backbone`, `expert` and `proprio_encoder`
+    (the backbone's alias keys share storage with the canonical ones, as nn.Module aliasing produces)."""
     mot = {}
     for k, v in model.backbone.state_dict().items():
         mot[VIDEO + k] = v
         if k.startswith(("double_blocks.", "single_blocks.")):
-            mot["mixtures.video." + k] = v  # same tensor, as nn.Module aliasing produces
+            mot["mixtures.video." + k] = v
     for k, v in model.expert.state_dict().items():
         mot[ACTION + k] = v
     return {"mot": mot, "proprio_encoder": dict(model.proprio_encoder.state_dict())}

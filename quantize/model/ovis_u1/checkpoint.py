@@ -21,7 +21,7 @@ import torch
 
 from edge.errors import CheckpointError
 
-from ..checkpoint import _count_blocks, _shape, load_state, parse_dtype, split_mot
+from ..checkpoint import _count_blocks, _shape, load_state, official_state_dict, parse_dtype, split_mot, strict_assign  # noqa: F401
 from .action_expert import YakExpertConfig
 from .conditioning import ImagePreprocess, OvisConditioner
 from .mot import ImageWAMOvisU1
@@ -46,22 +46,6 @@ class OvisCheckpoint:
     @property
     def stats_path(self) -> Path:
         return self.directory / "dataset_stats.json"
-
-
-def strict_assign(module: torch.nn.Module, state: dict, where: str, what: str, name_of=lambda k: k, dtype=None):
-    """Assign `state` to a meta-built `module`; refuse (naming keys) unless keys and shapes match exactly."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = [name_of(k) for k in expected if k not in state]
-    unexpected = [name_of(k) for k in state if k not in expected]
-    wrong = [f"{name_of(k)} {tuple(state[k].shape)} (expected {expected[k]})"
-             for k in expected if k in state and tuple(state[k].shape) != expected[k]]
-    problems = [f"{len(n)} {t}: " + ", ".join(n[:6]) + (" ..." if len(n) > 6 else "")
-                for t, n in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if n]
-    if problems:
-        raise CheckpointError(f"{where} does not match the {what} layout: " + "; ".join(problems))
-    state = {k: (v if dtype is None or v.dtype == dtype else v.to(dtype)) for k, v in state.items()}
-    module.load_state_dict(state, strict=True, assign=True)
-    return module.eval().requires_grad_(False)
 
 
 def no_meta(module: torch.nn.Module, where: str) -> torch.nn.Module:
@@ -148,18 +132,6 @@ def load_checkpoint(directory: str | Path, dtype: torch.dtype | None = None) -> 
                   official, target)
     log.info("loaded %s: step %s, %s", where, payload.get("step"), target)
     return OvisCheckpoint(directory, model, int(payload.get("step", 0) or 0), target, train_config)
-
-
-def official_state_dict(model: ImageWAMOvisU1) -> dict:
-    """The `model.pt` payload layout (alias keys share storage with the canonical ones)."""
-    mot = {}
-    for k, v in model.backbone.state_dict().items():
-        mot[VIDEO + k] = v
-        if k.startswith(("double_blocks.", "single_blocks.")):
-            mot["mixtures.video." + k] = v
-    for k, v in model.expert.state_dict().items():
-        mot[ACTION + k] = v
-    return {"mot": mot, "proprio_encoder": dict(model.proprio_encoder.state_dict())}
 
 
 # --- the Ovis-U1 base release ----------------------------------------------------------------------------------
