@@ -123,6 +123,12 @@ def _recording_info(path: str) -> dict:
         deadline = time.monotonic() + 600
         while pb.current_status() != rs.playback_status.stopped and time.monotonic() < deadline:
             time.sleep(0.01)
+        # the status turns "stopped" while the last callbacks may still be in flight: wait for 0.2 s of quiet
+        last, quiet_since = -1, time.monotonic()
+        while time.monotonic() - quiet_since < 0.2 and time.monotonic() < deadline:
+            if q.qsize() != last:
+                last, quiet_since = q.qsize(), time.monotonic()
+            time.sleep(0.02)
         for s in sensors:
             s.stop()
             s.close()
