@@ -206,14 +206,7 @@ class ControlLoop:
                 t0 = self.clock()
                 self.times.add("tick_lateness", late * 1e3)
                 self._check_worker(t0)
-                io_s = 0.0
-                if ticker.ticks % self.rates.state_every == 0:
-                    q = np.asarray(self.arm.read_state(), dtype=np.float64)
-                    io_s = self.clock() - t0
-                    self.times.add("read_state", io_s * 1e3)
-                    with self._lock:
-                        self._state = q.copy()
-                t1 = self.clock()
+                t1 = t0
                 got = self._take_chunk()
                 if got is not None:
                     self.scheduler.add(got[0], t1)
@@ -235,7 +228,7 @@ class ControlLoop:
                 self.times.add("write_lateness", (t2 - ticker.deadline) * 1e3)
                 sent = np.asarray(self.arm.write(cmd, dt=self.period), dtype=np.float64)
                 t3 = self.clock()
-                io_s += t3 - t2
+                io_s = t3 - t2
                 self.times.add("serial_write", (t3 - t2) * 1e3)
                 c["commands_sent"] += 1
                 last_cmd = sent
@@ -244,6 +237,13 @@ class ControlLoop:
                     if self._recorder is not None and pending_item is not None:
                         self._recorder.put({**pending_item, "sent": sent.astype(np.float32)})
                     pending_first = pending_item = None
+                if ticker.ticks % self.rates.state_every == 0:  # after the write: the command leaves on time
+                    q = np.asarray(self.arm.read_state(), dtype=np.float64)
+                    t5 = self.clock()
+                    io_s += t5 - t3
+                    self.times.add("read_state", (t5 - t3) * 1e3)
+                    with self._lock:
+                        self._state = q.copy()
                 self.history.append((t3, q, sent, target is None))
                 t4 = self.clock()
                 self.times.add("tick", (t4 - t0) * 1e3)

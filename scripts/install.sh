@@ -19,8 +19,6 @@ fi
 echo "== installing imagewam-edge with all workstation extras"
 $V -m pip install -q -e ".[all]"
 if [ "${1:-}" != "--no-run" ]; then
-  echo "== a demo checkpoint and one control step (the embedded default)"
-  .venv/bin/imagewam-edge demo-checkpoint --out demo
-  .venv/bin/imagewam-edge infer --checkpoint demo --image demo/samples/agentview.png --image demo/samples/wrist.png \
-    --instruction "pick up the red block" --state 0,0,0,0,0,0,0,0
+  echo "== the embedded default: simulated camera and arm controller, tiny demo model on onnxruntime (CPU)"
+  .venv/bin/imagewam-edge run --seconds 20
 fi
