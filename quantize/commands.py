@@ -25,9 +25,12 @@ def register(sub) -> None:
     ps = p.add_subparsers(dest="prompts_command", metavar="ACTION")
     a = command(ps, "add", "Encode instructions and store them in the cache.",
                 "imagewam-edge prompts add --checkpoint demo --prompt-cache prompts.npz --instruction 'open the drawer'", _prompts_add)
-    a.add_argument("--checkpoint", required=True)
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint directory (workstation: runs the text encoder with torch)")
+    src.add_argument("--engines", help="engines exported with --text-encoder (device: onnxruntime, no torch)")
     a.add_argument("--base", help="FLUX.2 klein base release; default CHECKPOINT/base")
-    a.add_argument("--prompt-cache", required=True, help="cache file (.npz), created if missing")
+    a.add_argument("--prompt-cache", help="cache file (.npz), created if missing (default with --engines: "
+                   "ENGINES/prompts.npz)")
     a.add_argument("--instruction", action="append", default=[], help="repeatable")
     a.add_argument("--file", help="a text file with one instruction per line")
     a.add_argument("--json", action="store_true")
@@ -47,6 +50,9 @@ def register_export(sub) -> None:
     p.add_argument("--base", help="FLUX.2 klein base release; default CHECKPOINT/base")
     p.add_argument("--instruction", action="append", default=[],
                    help="instruction to put in the engines' prompt cache (repeatable); the runtime has no text encoder")
+    p.add_argument("--text-encoder", action="store_true",
+                   help="also export the text encoder (off the control path) so `prompts add --engines` works on the "
+                        "device without torch")
     p.add_argument("--json", action="store_true", help="print one JSON object with the metadata")
 
 
@@ -148,7 +154,7 @@ def _export(args) -> int:
 
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
     result = export_checkpoint(args.checkpoint, args.out, opset=args.opset, canvas=args.canvas, base=args.base,
-                               instructions=args.instruction, progress=say)
+                               instructions=args.instruction, text_encoder=args.text_encoder, progress=say)
     if args.json:
         emit_json(result)
     else:
@@ -175,42 +181,52 @@ def _prompts_help(args) -> int:
     return 2
 
 
+def _prompt_encoder(args):
+    """The text encoder that fills the cache: the torch one from a checkpoint, or the ONNX engine (no torch)."""
+    from pathlib import Path
+
+    if args.engines:
+        from edge.text_engine import OnnxTextEncoder
+
+        return OnnxTextEncoder(args.engines)
+    import yaml
+
+    from .variants import detect_variant
+
+    cfg_path = Path(args.checkpoint) / "train_config.yaml"
+    train_config = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
+    if detect_variant(args.checkpoint) == "ovis-u1":  # the cache holds the VLM's prompt token ids
+        from .model.ovis_u1.backend import OvisPromptTokenizer, resolve_base as ovis_base
+
+        return OvisPromptTokenizer(ovis_base(Path(args.checkpoint), train_config, args.base))
+    from .model.text_encoder import DEFAULT_LAYERS, Qwen3TextEncoder
+    from .torch_backend import resolve_base
+
+    base = resolve_base(Path(args.checkpoint), train_config, args.base)
+    edge_cfg, model_cfg = train_config.get("edge", {}), train_config.get("model", {})
+    return Qwen3TextEncoder(base / "text_encoder", base / "tokenizer", layers=edge_cfg.get("text_layers", DEFAULT_LAYERS),
+                            max_length=int(model_cfg.get("qwen_context_len", 512)))
+
+
 def _prompts_add(args) -> int:
     from pathlib import Path
 
     from edge.errors import ConfigError
     from edge.prompt_cache import PromptCache
 
-    from .model.checkpoint import load_checkpoint
-    from .model.text_encoder import DEFAULT_LAYERS, Qwen3TextEncoder
-    from .torch_backend import resolve_base
-
     instructions = list(args.instruction)
     if args.file:
         instructions += [line.strip() for line in Path(args.file).read_text().splitlines() if line.strip()]
     if not instructions:
         raise ConfigError("no instruction given: use --instruction TEXT (repeatable) or --file FILE")
-    import yaml
-
-    cfg_path = Path(args.checkpoint) / "train_config.yaml"
-    train_config = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
-    from .variants import detect_variant
-
-    if detect_variant(args.checkpoint) == "ovis-u1":  # the cache holds the VLM's prompt token ids
-        from .model.ovis_u1.backend import OvisPromptTokenizer, resolve_base as ovis_base
-
-        encoder = OvisPromptTokenizer(ovis_base(Path(args.checkpoint), train_config, args.base))
-        encoder.encode = encoder
-    else:
-        base = resolve_base(Path(args.checkpoint), train_config, args.base)
-        edge_cfg, model_cfg = train_config.get("edge", {}), train_config.get("model", {})
-        encoder = Qwen3TextEncoder(base / "text_encoder", base / "tokenizer", layers=edge_cfg.get("text_layers", DEFAULT_LAYERS),
-                                   max_length=int(model_cfg.get("qwen_context_len", 512)))
-    cache = PromptCache(args.prompt_cache)
+    if not args.prompt_cache and not args.engines:
+        raise ConfigError("--prompt-cache FILE is required with --checkpoint")
+    encoder = _prompt_encoder(args)
+    cache = PromptCache(args.prompt_cache or Path(args.engines) / "prompts.npz")
     added = []
     for text in instructions:
         if cache.get(text, encoder.identity) is None:
-            cache.put(text, encoder.identity, encoder.encode(text))
+            cache.put(text, encoder.identity, encoder(text))
             added.append(text)
     cache.save()
     if args.json:

@@ -111,6 +111,20 @@ def export_component(component, out_dir: Path, opset: int) -> dict:
             "parity_vs_torch": parity}
 
 
+def write_text_encoder_files(encoder, out: Path) -> None:
+    """What the torch-free text encoder engine needs besides the ONNX: the tokenizer and the exact prompt format."""
+    from .model.text_encoder import PROMPT_TEMPLATE
+
+    encoder.tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
+    marker = "\x00CONTENT\x00"
+    rendered = encoder.tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
+                                                     add_generation_prompt=True, enable_thinking=False)
+    (out / "text_encoder_prompt.json").write_text(json.dumps({
+        "chat_format": rendered, "content_marker": marker, "prompt_template": PROMPT_TEMPLATE, "task_marker": "{task}",
+        "max_length": encoder.max_length, "pad_token_id": int(encoder.tokenizer.pad_token_id),
+        "layers": list(encoder.layers), "identity": encoder.identity}, indent=1))
+
+
 def write_manifest(out: Path, kind: str, precision: str, extra: dict) -> dict:
     files = {f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file() and f.name != "manifest.json"}
     manifest = {"format": 1, "kind": kind, "precision": precision, "files": files, **extra}
@@ -120,7 +134,7 @@ def write_manifest(out: Path, kind: str, precision: str, extra: dict) -> dict:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OPSET, canvas: str | None = None,
                       base: str | Path | None = None, instructions: list[str] | None = None,
-                      progress: Callable[[str], None] = lambda s: None) -> dict:
+                      text_encoder: bool = False, progress: Callable[[str], None] = lambda s: None) -> dict:
     import torch
 
     from .variants import export_components, load_policy
@@ -137,7 +151,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
     spec = loaded.policy.spec
     for text in instructions or []:
         loaded.policy.text(text)  # fills prompts.npz
-    components = export_components(spec.variant, loaded)
+    components = export_components(spec.variant, loaded, text_encoder=text_encoder)
     metas = {}
     for i, (name, comp) in enumerate(components.items(), 1):
         progress(f"[{i}/{len(components)}] exporting {name} ({sum(p.numel() for p in comp.module.parameters()) / 1e6:.1f} M params)")
@@ -148,12 +162,15 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
         worst = min(p["cosine"] for p in meta["parity_vs_torch"].values())
         progress(f"      {name}: {meta['nodes']} nodes, onnxruntime vs torch cosine {worst:.7f}, max abs "
                  f"{max(p['max_abs'] for p in meta['parity_vs_torch'].values()):.2e}")
+    if "text_encoder" in components:
+        write_text_encoder_files(loaded.text_encoder, tmp)
     shutil.copy(loaded.checkpoint.stats_path, tmp / "dataset_stats.json")
     (tmp / "policy.json").write_text(json.dumps(spec.to_dict(), indent=1))
     source = {"checkpoint": str(checkpoint.resolve()), "model.pt": sha256_file(checkpoint / "model.pt"),
               "dataset_stats.json": sha256_file(checkpoint / "dataset_stats.json"), "step": loaded.checkpoint.step}
     manifest = write_manifest(tmp, "onnx", "fp32", {"variant": spec.variant, "source": source, "versions": versions(),
-                                                    "components": sorted(metas)})
+                                                    "components": sorted(m for m in metas if not metas[m]["optional"]),
+                                                    "optional_components": sorted(m for m in metas if metas[m]["optional"])})
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)  # nothing half-written is left under the final name

@@ -223,9 +223,12 @@ def quantize_from_feeds(onnx_dir: str | Path, precision: str, out: str | Path, f
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    for name in ("policy.json", "dataset_stats.json", "prompts.npz"):
+    for name in ("policy.json", "dataset_stats.json", "prompts.npz", "tokenizer.json", "text_encoder_prompt.json"):
         if (onnx_dir / name).exists():
             shutil.copy(onnx_dir / name, tmp / name)
+    for comp in manifest.get("optional_components", []):  # e.g. the text encoder: off the control path, kept as is
+        for f in onnx_dir.glob(f"{comp}.*"):
+            shutil.copy(f, tmp / f.name)
     quant = {}
     for comp in manifest["components"]:
         meta = read_json(onnx_dir / f"{comp}.json", "component metadata from export")
@@ -250,6 +253,7 @@ def quantize_from_feeds(onnx_dir: str | Path, precision: str, out: str | Path, f
     (tmp / "quantization.json").write_text(json.dumps(report, indent=1))
     write_manifest(tmp, "onnx", precision, {"variant": manifest.get("variant"), "source": manifest.get("source"),
                                             "versions": manifest.get("versions"), "components": manifest["components"],
+                                            "optional_components": manifest.get("optional_components", []),
                                             "calibration": calibration_info, "high_precision": high_precision,
                                             "gate": report["gate"]})
     final = out if passed else out.with_name(out.name + ".rejected")  # a failed gate never takes the real name

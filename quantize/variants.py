@@ -15,6 +15,7 @@ DEMO_VARIANTS = {"flux2-tiny": ("quantize.demo:write_demo_checkpoint", "flux2"),
 POLICY_LOADERS = {"flux2": "quantize.torch_backend:load_torch_policy",
                   "ovis-u1": "quantize.model.ovis_u1.backend:load_ovis_policy"}
 # variant -> "module:function" (loaded_policy) -> dict[str, ExportComponent]
+TEXT_ENCODER_COMPONENTS = {"flux2": "quantize.model.export_flux2:text_encoder_component"}
 EXPORT_COMPONENTS = {"flux2": "quantize.model.export_flux2:flux2_components",
                      "ovis-u1": "quantize.model.ovis_u1.export:ovis_components"}
 
@@ -66,7 +67,13 @@ def load_policy(checkpoint, **kwargs):
     return _resolve(POLICY_LOADERS[detect_variant(checkpoint)])(checkpoint, **kwargs)
 
 
-def export_components(variant: str, loaded) -> dict:
+def export_components(variant: str, loaded, text_encoder: bool = False) -> dict:
+    """The variant's engines; `text_encoder=True` adds the off-control-path text encoder where the variant has one."""
     if variant not in EXPORT_COMPONENTS:
         raise CheckpointError(f"no exporter for variant {variant!r}; known: {sorted(EXPORT_COMPONENTS)}")
+    if text_encoder:
+        if variant not in TEXT_ENCODER_COMPONENTS:
+            raise CheckpointError(f"variant {variant!r} has no separate text encoder engine (its conditioning reads "
+                                  "the image every step and is part of vision_encoder)")
+        return {**_resolve(EXPORT_COMPONENTS[variant])(loaded), **_resolve(TEXT_ENCODER_COMPONENTS[variant])(loaded)}
     return _resolve(EXPORT_COMPONENTS[variant])(loaded)

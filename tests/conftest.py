@@ -26,4 +26,4 @@ def demo_engines(demo_checkpoint, tmp_path_factory):
     from quantize.export import export_checkpoint
 
     return Path(export_checkpoint(demo_checkpoint, tmp_path_factory.mktemp("engines") / "fp32",
-                                  instructions=["pick up the red block"])["out"])
+                                  instructions=["pick up the red block"], text_encoder=True)["out"])

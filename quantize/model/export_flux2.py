@@ -89,3 +89,28 @@ def flux2_components(loaded, example_obs: dict | None = None) -> dict[str, Expor
             dynamic={"keys": {2: "prefix_len"}, "values": {2: "prefix_len"}}, ranges=ranges,
             notes="action expert, one velocity"),
     }
+
+
+class TextEncoder(nn.Module):
+    """Qwen3 hidden states of the configured layers, concatenated: (input_ids, attention_mask) [1, L] -> [1, L, W]."""
+
+    def __init__(self, model, layers):
+        super().__init__()
+        self.model, self.layers = model, tuple(layers)
+
+    def forward(self, input_ids, attention_mask):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+        return torch.cat([out.hidden_states[k] for k in self.layers], dim=-1).float()
+
+
+def text_encoder_component(loaded) -> dict[str, ExportComponent]:
+    """The optional text_encoder engine (off the control path: it fills the prompt cache on the device)."""
+    enc = loaded.text_encoder
+    if enc.model is None:
+        enc._load()
+    batch = enc.tokenizer(enc._rendered("pick up the red block"), return_tensors="np", padding="max_length",
+                          truncation=True, max_length=enc.max_length)
+    inputs = {"input_ids": batch["input_ids"].astype(np.int64), "attention_mask": batch["attention_mask"].astype(np.int64)}
+    module = TextEncoder(enc.model.float(), enc.layers).eval()
+    return {"text_encoder": ExportComponent("text_encoder", module, inputs, ["hidden"], optional=True, quantize=False,
+                                            notes=f"Qwen3 layers {list(enc.layers)} stacked, padded to {enc.max_length}")}

@@ -159,3 +159,33 @@ def test_fp8_refused_on_orin():
         check_precision_supported("fp8", (8, 7))
     check_precision_supported("fp8", (8, 9))
     check_precision_supported("int8", (8, 7))
+
+
+def test_text_encoder_engine_fills_the_prompt_cache_without_torch(demo_checkpoint, demo_engines, tmp_path):
+    from edge.text_engine import OnnxTextEncoder
+    from quantize.model.text_encoder import Qwen3TextEncoder
+
+    base = demo_checkpoint / "base"
+    ref = Qwen3TextEncoder(base / "text_encoder", base / "tokenizer", layers=(1, 2, 3), max_length=128)
+    onnx_enc = OnnxTextEncoder(demo_engines)
+    assert onnx_enc.identity == ref.identity == json.loads((demo_engines / "policy.json").read_text())["text_encoder"]
+    a, b = ref.encode("open the top drawer"), onnx_enc("open the top drawer")
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4
+    engines = tmp_path / "engines"
+    import shutil
+
+    shutil.copytree(demo_engines, engines)
+    code = f"""
+import sys, numpy as np
+from edge.cli import main
+assert main(["prompts", "add", "--engines", {str(engines)!r}, "--instruction", "open the top drawer"]) == 0
+from edge.engines import load_engine_policy
+out = load_engine_policy({str(engines)!r}).infer({{"images": [np.zeros((224, 224, 3), np.uint8)] * 2,
+                                                   "state": np.zeros(8), "instruction": "open the top drawer"}}, seed=0)
+assert np.isfinite(out["actions"]).all()
+print("torch" in sys.modules)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "False"
