@@ -1,0 +1,269 @@
+"""Training of the tiny ImageWAM on the toy reaching task (edge/task/world.py), on the CPU in minutes.
+
+Data: expert demonstrations from seeded episodes (the executed targets get Gaussian noise so the demos visit states
+off the expert's path and show the recovery); per step the rendered 64x64 image, the joint state [7] and the
+expert's next H joint targets [H, 7]. Frozen parts: the tiny FLUX.2 autoencoder (its BatchNorm statistics are set
+from the demo images, as the real release's are from its data) and the tiny Qwen3 (one embedding per instruction).
+Trained: backbone + action expert + proprio encoder, with the flow-matching action loss
+(x_s = (1-s) x0 + s e, target e - x0, s = shift 5 of u ~ U(0, 1), the schedule the sampler integrates).
+Output: the official release layout (model.pt, dataset_stats.json, train_config.yaml with `edge:`, base/, samples/)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+
+from edge.task.world import TASK, TaskConfig, end_effector, expert_chunk, instructions, make_episode, render
+
+from ..demo import DEMO_MAX_LENGTH, DEMO_TEXT_LAYERS, TINY_EXPERT, _randomise
+from ..model.action_expert import ActionExpertConfig
+from ..model.checkpoint import official_state_dict
+from ..model.flux2 import FLUX2_PRESETS
+from ..model.mot import ImageWAMFlux2
+from ..model.text_encoder import Qwen3TextEncoder, make_demo_text_encoder
+from ..model.vision import Flux2ImageTokenizer, make_vae
+
+log = logging.getLogger(__name__)
+
+TRAIN_SEED_BASE = 1_000_000  # training episodes use seeds TRAIN_SEED_BASE + i; evaluation uses small seeds
+EMBODIMENT = "sim"  # 7 joints, the 64x64 single-camera canvas, min/max normalisation, replan 8
+
+
+@dataclass(frozen=True)
+class ToyTrainConfig:
+    episodes: int = 600
+    steps: int = 2000
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    seed: int = 0
+    demo_noise: float = 0.03  # std of the noise added to executed expert targets (world units)
+    extra_steps: int = 4  # demo steps recorded after success (the policy learns to stay)
+    shift: float = 5.0
+    threads: int = 1  # one thread: bit-reproducible, and faster than 2 on a busy 2-core machine
+
+    def __post_init__(self):
+        if self.episodes < 1 or self.steps < 0 or self.batch < 1 or not self.lr > 0:
+            raise ValueError(f"toy training: episodes, batch >= 1, steps >= 0, lr > 0 ({self})")
+
+
+def generate_demos(n: int, seed: int, cfg: TaskConfig = TASK, noise: float = 0.03, extra_steps: int = 4) -> dict:
+    """Expert demonstrations -> {"images" [N, 64, 64, 3] uint8, "states" [N, J], "actions" [N, H, J], "instruction"
+    [N] index into instructions(), "episode" [N]} (float32)."""
+    rng = np.random.default_rng(seed)
+    names = instructions()
+    images, states, actions, instr, eps = [], [], [], [], []
+    hold = cfg.hold_count(cfg.action_hz)
+    for i in range(n):
+        ep = make_episode(TRAIN_SEED_BASE + seed * 100_000 + i, cfg)
+        q = ep.start_joints(cfg)
+        run, left = 0, None
+        for _ in range(cfg.max_steps):
+            chunk = expert_chunk(ep, q, cfg)  # [H, J]
+            images.append(render(ep, end_effector(q), cfg=cfg))
+            states.append(q.copy())
+            actions.append(chunk)
+            instr.append(names.index(ep.instruction))
+            eps.append(i)
+            q = chunk[0] + np.concatenate([rng.normal(0.0, noise, 2), np.zeros(len(q) - 2)])
+            run = run + 1 if np.linalg.norm(q[:2] - ep.target) <= cfg.success_radius else 0
+            if left is None and run >= hold:
+                left = extra_steps
+            if left is not None:
+                left -= 1
+                if left < 0:
+                    break
+    return {"images": np.stack(images), "states": np.stack(states).astype(np.float32),
+            "actions": np.stack(actions).astype(np.float32), "instruction": np.asarray(instr, np.int64),
+            "episode": np.asarray(eps, np.int64)}
+
+
+def dataset_stats(states: np.ndarray, actions: np.ndarray, episodes: int) -> dict:
+    """The official dataset_stats.json layout from the demos (global over all steps; stepwise per chunk index)."""
+
+    def entry(x: np.ndarray, stepwise: np.ndarray) -> dict:
+        out = {}
+        for pre, v in (("global_", x), ("stepwise_", stepwise)):
+            out.update({pre + "min": v.min(0).tolist(), pre + "max": v.max(0).tolist(), pre + "mean": v.mean(0).tolist(),
+                        pre + "std": v.std(0).tolist(), pre + "q01": np.quantile(v, 0.01, axis=0).tolist(),
+                        pre + "q99": np.quantile(v, 0.99, axis=0).tolist()})
+        return {"default": out}
+
+    a = actions.reshape(-1, actions.shape[-1]).astype(np.float64)  # [N*H, J]
+    s = states.astype(np.float64)
+    return {"action": entry(a, a), "state": entry(s, s), "num_episodes": int(episodes), "num_transition": int(len(s))}
+
+
+def minmax(stats_entry: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset) of edge.normalize's min/max mapping, for the torch side of training."""
+    from edge.normalize import make_normalizer
+
+    n = make_normalizer(stats_entry, "min/max")
+    return n.scale.astype(np.float32), n.offset.astype(np.float32)
+
+
+@torch.no_grad()
+def encode_images(tokenizer: Flux2ImageTokenizer, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """[N, H, W, 3] uint8 -> image tokens [N, H/16 * W/16, 128] float32."""
+    from edge.transforms import to_model_pixels
+
+    out = []
+    for i in range(0, len(images), batch):
+        px = torch.from_numpy(np.concatenate([to_model_pixels(im) for im in images[i : i + batch]]))  # [b, 3, H, W]
+        out.append(tokenizer(px).float())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def set_bn_statistics(vae, images: np.ndarray) -> None:
+    """The autoencoder's BatchNorm running statistics from the demo images (the tokens come out standardised)."""
+    vae.bn.running_mean.zero_()
+    vae.bn.running_var.fill_(1.0 - float(vae.config.batch_norm_eps))
+    tokens = encode_images(Flux2ImageTokenizer(vae), images)  # [N, T, C], standardised by (0, 1) = raw
+    flat = tokens.reshape(-1, tokens.shape[-1]).double()
+    vae.bn.running_mean.copy_(flat.mean(0).to(vae.bn.running_mean.dtype))
+    vae.bn.running_var.copy_((flat.var(0) - float(vae.config.batch_norm_eps)).clamp_min(1e-6).to(vae.bn.running_var.dtype))
+
+
+def padded_text(embeddings: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-instruction [T_i, D] -> ([K, T_max, D], valid mask [K, T_max]); padding at the end, masked everywhere."""
+    t_max = max(e.shape[0] for e in embeddings)
+    text = torch.zeros(len(embeddings), t_max, embeddings[0].shape[1])
+    mask = torch.zeros(len(embeddings), t_max, dtype=torch.bool)
+    for k, e in enumerate(embeddings):
+        text[k, : e.shape[0]] = torch.from_numpy(e)
+        mask[k, : e.shape[0]] = True
+    return text, mask
+
+
+def flow_loss(model: ImageWAMFlux2, text, text_mask, state, image_tokens, x0, generator, shift: float,
+              prefix_cos, prefix_sin, action_cos, action_sin) -> torch.Tensor:
+    """Flow-matching action loss on one batch: text [B, T, D] + mask, state [B, P] and x0 [B, H, A] normalised."""
+    b = x0.shape[0]
+    context, key_mask_text = model.pack_context(text, state, text_mask)  # [B, T+1, D], [B, T+1] or None
+    key_mask = None  # every instruction has the same length: no padding, no mask (the fast attention path)
+    if key_mask_text is not None:
+        ones = torch.ones(b, image_tokens.shape[1], dtype=torch.bool)
+        key_mask = torch.cat([key_mask_text, ones], dim=1)  # [B, T+1+N]
+    keys, values = model.prefill(context, image_tokens, prefix_cos, prefix_sin, key_mask)
+    u = torch.rand(b, generator=generator)
+    s = shift * u / (1 + (shift - 1) * u)  # [B]
+    e = torch.randn(x0.shape, generator=generator)
+    xs = (1 - s)[:, None, None] * x0 + s[:, None, None] * e
+    v = model.velocity(xs, s, keys, values, action_cos, action_sin, key_mask)
+    return (v - (e - x0)).pow(2).mean()
+
+
+def train(out: str | Path, cfg: ToyTrainConfig = ToyTrainConfig(), task: TaskConfig = TASK,
+          progress: Callable[[str], None] = lambda s: None, random_weights: bool = False) -> dict:
+    """Generate demos, train, write the release directory OUT. `random_weights`: skip training and write the
+    random-weight baseline with the same stats, base and layout. Returns a summary (also in OUT/training.json)."""
+    from ..hf import quiet
+
+    quiet()
+    t_start = time.perf_counter()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    progress(f"generating {cfg.episodes} expert episodes")
+    demos = generate_demos(cfg.episodes, cfg.seed, task, cfg.demo_noise, cfg.extra_steps)
+    n, horizon, action_dim = demos["actions"].shape
+    state_dim = demos["states"].shape[1]
+    stats = dataset_stats(demos["states"], demos["actions"], cfg.episodes)
+    progress(f"{n} demo steps; encoding images with the frozen tiny autoencoder")
+    base = out / "base"
+    torch.manual_seed(cfg.seed + 1)  # the autoencoder's (random, frozen) weights come from the seed
+    vae = make_vae().eval()
+    set_bn_statistics(vae, demos["images"][:: max(1, n // 2000)])
+    vae.save_pretrained(str(base / "vae"))
+    tokenizer = Flux2ImageTokenizer(vae.requires_grad_(False))
+    image_tokens = encode_images(tokenizer, demos["images"])  # [N, 16, 128]
+    make_demo_text_encoder(base, seed=cfg.seed)
+    encoder = Qwen3TextEncoder(base / "text_encoder", base / "tokenizer", layers=DEMO_TEXT_LAYERS, max_length=DEMO_MAX_LENGTH)
+    text_all, text_mask_all = padded_text([encoder.encode(t) for t in instructions()])  # [K, T, D], [K, T]
+
+    backbone = FLUX2_PRESETS["flux2-tiny"]
+    expert = ActionExpertConfig(**{**TINY_EXPERT.to_dict(), "action_dim": action_dim})
+    model = ImageWAMFlux2(backbone, expert, state_dim)
+    if random_weights:
+        _randomise(model, cfg.seed)
+    s_scale, s_off = minmax(stats["state"]["default"])
+    a_scale, a_off = minmax(stats["action"]["default"])
+    states = torch.from_numpy(np.clip(demos["states"] * s_scale + s_off, -5, 5))  # [N, P]
+    x0_all = torch.from_numpy(np.clip(demos["actions"] * a_scale + a_off, -5, 5))  # [N, H, A]
+    instr = torch.from_numpy(demos["instruction"])
+    t_len = text_all.shape[1]
+    masks = None if bool(text_mask_all.all()) else text_mask_all
+    prefix_cos, prefix_sin = (torch.from_numpy(a) for a in model.prefix_rope(t_len + 1, 4, 4))
+    action_cos, action_sin = (torch.from_numpy(a) for a in model.action_rope(horizon))
+    steps = 0 if random_weights else cfg.steps
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / cfg.warmup) *
+                                              0.5 * (1 + math.cos(math.pi * min(i, steps) / max(1, steps))))
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    model.train()
+    losses, t_train = [], time.perf_counter()
+    for step in range(steps):
+        idx = torch.randint(0, n, (cfg.batch,), generator=gen)
+        k = instr[idx]
+        loss = flow_loss(model, text_all[k], None if masks is None else masks[k], states[idx], image_tokens[idx], x0_all[idx], gen,
+                         cfg.shift, prefix_cos, prefix_sin, action_cos, action_sin)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            progress(f"step {step + 1}/{steps}: loss {np.mean(losses[-100:]):.4f} "
+                     f"({time.perf_counter() - t_train:.0f} s)")
+    model.eval()
+    train_s = time.perf_counter() - t_train
+    write_release(out, model, stats, steps, state_dim, action_dim, horizon, backbone)
+    _write_samples(out / "samples", task)
+    summary = {"config": asdict(cfg), "task": asdict(task), "demo_steps": int(n), "train_steps": steps,
+               "random_weights": bool(random_weights), "final_loss": float(np.mean(losses[-100:])) if losses else None,
+               "train_seconds": round(train_s, 1), "total_seconds": round(time.perf_counter() - t_start, 1),
+               "torch": torch.__version__}
+    (out / "training.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def write_release(out: Path, model: ImageWAMFlux2, stats: dict, step: int, state_dim: int, action_dim: int,
+                  horizon: int, backbone) -> None:
+    """model.pt, dataset_stats.json and train_config.yaml (with the `edge:` section) in the official layout."""
+    payload = {**official_state_dict(model), "step": int(step), "torch_dtype": "torch.float32"}
+    torch.save(payload, out / "model.pt")
+    (out / "dataset_stats.json").write_text(json.dumps(stats, indent=1))
+    e = model.expert_cfg
+    config = {
+        "model": {"variant": "klein-tiny", "proprio_dim": state_dim, "pack_proprio_after_text": True,
+                  "qwen_context_len": DEMO_MAX_LENGTH,
+                  "action_dit_config": {"action_dim": action_dim, "hidden_dim": e.hidden, "num_heads": e.heads,
+                                        "attn_head_dim": e.head_dim, "num_layers_double": e.depth_double,
+                                        "num_layers_single": e.depth_single, "mlp_ratio": e.mlp_ratio}},
+        "task": {"name": "toy-reach", "instructions": instructions()},
+        "edge": {"embodiment": EMBODIMENT, "base": "base", "text_layers": list(DEMO_TEXT_LAYERS),
+                 "axes_dim": list(backbone.axes_dim), "theta": backbone.theta, "horizon": int(horizon)},
+    }
+    (out / "train_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _write_samples(out: Path, task: TaskConfig) -> None:
+    """samples/main.png: the first evaluation episode's first frame (for `infer` examples)."""
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    ep = make_episode(0, task)
+    Image.fromarray(render(ep, ep.start, cfg=task)).save(out / "main.png")
+    (out / "episode_0.json").write_text(json.dumps({"instruction": ep.instruction, "state": ep.start_joints(task).tolist()}))
