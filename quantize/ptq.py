@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -151,14 +152,19 @@ def quantize_component(src: Path, dst: Path, component: str, precision: str, fee
     _, keep, _ = expected_quantized(fp32, component, precision)
     external = any(i.data_location == onnx.TensorProto.EXTERNAL for i in fp32.graph.initializer)
     t0 = time.perf_counter()
-    try:
+    work = Path(tempfile.mkdtemp(prefix=f"{component}-", dir=dst.parent))
+    try:  # ModelOpt rewrites its input file in place (seen: the FP32 denoise_step.onnx changed): give it a copy
+        for f in src.parent.glob(f"{src.name}*"):
+            shutil.copy(f, work / f.name)
         with contextlib.redirect_stdout(sys.stderr):  # onnxruntime's calibrator prints progress on stdout
-            quantize(str(src), quantize_mode=precision, calibration_data_reader=ListReader(feeds), calibration_eps=["cpu"],
+            quantize(str(work / src.name), quantize_mode=precision, calibration_data_reader=ListReader(feeds), calibration_eps=["cpu"],
                      output_path=str(dst), high_precision_dtype=high_precision, disable_mha_qdq=True,
                      op_types_to_quantize=list(QUANTIZED_OPS.get(component, ("MatMul", "Gemm"))),
                      nodes_to_exclude=keep, use_external_data_format=external, log_level="ERROR")
     except Exception as exc:
         raise QuantizationError(f"ModelOpt {precision} PTQ of {component} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     q = onnx.load(str(dst), load_external_data=False)
     info = check_quantized(fp32, q, component, precision)
     info["seconds"] = round(time.perf_counter() - t0, 2)

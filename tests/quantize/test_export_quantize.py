@@ -189,3 +189,10 @@ print("torch" in sys.modules)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_quantizing_leaves_the_fp32_engines_untouched(demo_engines, quantized):
+    from edge.manifest import verify_files
+
+    assert quantized["int8"]["gate"] == "passed"  # the module fixture quantized demo_engines twice
+    verify_files(demo_engines, json.loads((demo_engines / "manifest.json").read_text()))
