@@ -44,6 +44,8 @@ CANVASES = {
     "robotwin": CanvasPreset("robotwin", 288, 256, (CameraSlot("cam_high", 0, 0, 256, 192, fit="stretch"),
                                                     CameraSlot("left_wrist", 0, 192, 128, 96, fit="stretch"),
                                                     CameraSlot("right_wrist", 128, 192, 128, 96, fit="stretch"))),
+    # one camera, 224x224 (196 tokens): SO-100/101-style single-camera robots
+    "single": CanvasPreset("single", 224, 224, (CameraSlot("main", 0, 0, 224, 224),)),
     # small single-camera canvas for the simulated demo
     "sim": CanvasPreset("sim", 64, 64, (CameraSlot("main", 0, 0, 64, 64),)),
 }
