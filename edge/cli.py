@@ -11,6 +11,7 @@ import sys
 REGISTRARS = [
     ("edge.commands", "register"),
     ("edge.commands_loop", "register"),
+    ("edge.commands_eval", "register"),
     ("edge.commands_deploy", "register"),
     ("quantize.commands", "register"),
     ("drivers.cli", "register"),

@@ -27,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
     p.add_argument("--kinematic", action="store_true", help="no real time: the arm reaches every target exactly "
                    "(deterministic, fast); the control loop is not used")
+    p.add_argument("--record", help="record every episode's observations into this directory (the format "
+                   "`quantize --calibration` reads)")
     p.add_argument("--json", dest="json_out", metavar="FILE", help="write the summary with per-episode rows as JSON")
     p.add_argument("--quiet", action="store_true", help="no per-episode progress on stderr")
 
@@ -65,6 +67,8 @@ def _eval(args) -> int:
         raise ConfigError("eval needs exactly one of --checkpoint DIR, --engines DIR or --expert")
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.record and args.kinematic:
+        raise ConfigError("--record needs the control loop; drop --kinematic")
     progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="imagewam-eval-") as tmp:
         policy = None
@@ -74,7 +78,8 @@ def _eval(args) -> int:
         if args.kinematic:
             summary = evaluate_kinematic(policy, args.episodes, args.seed)
         else:
-            summary = evaluate(policy, args.episodes, args.seed, fault_dir=str(Path(tmp) / "faults"), progress=progress)
+            summary = evaluate(policy, args.episodes, args.seed, fault_dir=str(Path(tmp) / "faults"), record=args.record,
+                               progress=progress)
     label = "expert" if args.expert else (args.engines or args.checkpoint)
     summary["policy"] = label
     print(format_eval(summary, label))

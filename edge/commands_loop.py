@@ -70,8 +70,8 @@ def _run(args) -> int:
 
         cfg = cfgmod.from_yaml(DEFAULT_CONFIG)
         seconds = 20.0 if args.seconds is None else args.seconds
-        progress("embedded default: tiny demo model on onnxruntime (CPU), simulated camera, simulated Dynamixel "
-                 "controller in its own process")
+        progress("embedded default: the tiny ImageWAM trained on the toy reaching task, onnxruntime (CPU), the task "
+                 "camera, a simulated Dynamixel controller in its own process")
     if seconds is not None and not seconds > 0:
         raise ConfigError(f"--seconds must be > 0, got {seconds}")
     if args.instruction:
@@ -104,6 +104,11 @@ def format_summary(s: dict) -> str:
     for k in order + sorted(set(lat) - set(order)):
         if k in lat:
             lines.append(f"  {k:<16} {pct(lat[k])}")
+    t = s.get("task")
+    if t and t.get("instruction"):  # the toy task's camera (edge/task): did the arm do what it was told?
+        lines.append(f"task: {t['instruction']!r}: " + (f"SUCCESS after {t['seconds']:.2f} s" if t["success"] else
+                     f"not reached (end effector {t['distance']} from the goal block, success radius "
+                     f"{t['success_radius']} held {t['hold_s']} s)"))
     if s.get("fault"):
         lines.append(f"FAULT: {s['fault']} (states and commands dumped to {s.get('dump')})")
     else:

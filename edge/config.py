@@ -14,7 +14,7 @@ from .errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
-CAMERA_KINDS = ("realsense", "sim")
+CAMERA_KINDS = ("realsense", "sim", "task")  # task: the closed-loop toy task (edge/task)
 PROTOCOLS = ("dynamixel", "feetech", "framed")
 ACTION_MODES = ("absolute", "delta")
 ON_FAULT_TORQUE = ("hold", "off")
@@ -190,6 +190,10 @@ def _camera(d: Any, i: int, source: str, base: Path) -> CameraConfig:
             if device.get("playback_file"):
                 device["playback_file"] = str((base / device["playback_file"]).expanduser())
             RealSenseConfig.from_dict(device)
+        elif kind == "task":
+            from .task.camera import TaskCameraConfig
+
+            TaskCameraConfig.from_dict(device)
         else:
             from drivers.camera.sim import SimCameraConfig
 

@@ -1,8 +1,9 @@
-"""The embedded default (`imagewam-edge run` without --config): the tiny demo checkpoint exported to ONNX and run
-through onnxruntime on the CPU, a simulated camera and a simulated Dynamixel controller in its own process on a pty.
+"""The embedded default (`imagewam-edge run` without --config): the tiny ImageWAM trained on the closed-loop toy task
+(shipped in edge/assets/toy_checkpoint, written by scripts/train_toy.py) exported to ONNX and run through onnxruntime
+on the CPU, the task camera (edge/task) and a simulated Dynamixel controller in its own process on a pty.
 
-Set up on first use and cached under $IMAGEWAM_EDGE_CACHE (default ~/.cache/imagewam-edge): writing the demo
-checkpoint and exporting it needs torch once (~30 s on 2 cores); later runs load the cached engines without torch."""
+Set up on first use and cached under $IMAGEWAM_EDGE_CACHE (default ~/.cache/imagewam-edge): copying the checkpoint and
+exporting it needs torch once (~30 s on 2 cores); later runs load the cached engines without torch."""
 from __future__ import annotations
 
 import fcntl
@@ -16,10 +17,12 @@ from .config import CONFIG_DIR
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "IMAGEWAM_EDGE_CACHE"
-LAYOUT = "default-v1"  # bump when the default's checkpoint or export changes
+LAYOUT = "default-v2"  # bump when the default's checkpoint or export changes (v2: the trained toy-task checkpoint)
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-DEFAULT_INSTRUCTION = "pick up the red block"
-DEMO = {"embodiment": "sim", "state_dim": 7, "action_dim": 7}  # 6 joints + gripper, one 64x64 camera canvas
+DEFAULT_INSTRUCTION = "move to the red block"
+TOY_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "toy_checkpoint"
+# the task's instructions, and the old demo instruction (still the `bench` default)
+INSTRUCTIONS = ("move to the red block", "move to the green block", "move to the blue block", "pick up the red block")
 
 
 def cache_dir() -> Path:
@@ -36,7 +39,7 @@ def _ready(engines: Path) -> bool:
 
 
 def ensure_default_engines(progress: Callable[[str], None] = lambda s: None,
-                           instructions: tuple = (DEFAULT_INSTRUCTION,)) -> Path:
+                           instructions: tuple = INSTRUCTIONS) -> Path:
     """The cached default engines directory, created on first use (one process at a time: a file lock)."""
     engines = default_engines_dir()
     if _ready(engines):
@@ -50,11 +53,20 @@ def ensure_default_engines(progress: Callable[[str], None] = lambda s: None,
         from .errors import require
 
         require("torch", "export")  # only this one-time setup needs torch
-        from quantize.export import export_checkpoint
-        from quantize.variants import write_demo
+        import shutil
 
-        progress(f"first run: writing the tiny demo checkpoint to {root / 'checkpoint'}")
-        checkpoint = write_demo("flux2-tiny", root / "checkpoint", **DEMO)
+        from quantize.export import export_checkpoint
+
+        if not (TOY_CHECKPOINT / "model.pt").is_file():
+            from .errors import CheckpointError
+
+            raise CheckpointError(f"{TOY_CHECKPOINT} is missing from the installation; reinstall the package or "
+                                  "write it with `python scripts/train_toy.py --out edge/assets/toy_checkpoint`")
+        checkpoint = root / "checkpoint"
+        progress(f"first run: copying the trained toy-task checkpoint to {checkpoint}")
+        if checkpoint.exists():
+            shutil.rmtree(checkpoint)
+        shutil.copytree(TOY_CHECKPOINT, checkpoint)
         progress("first run: exporting it to ONNX (about 30 s; cached for the next runs)")
         export_checkpoint(checkpoint, engines, instructions=list(instructions), progress=progress)
     return engines

@@ -86,8 +86,10 @@ class ControlLoop:
     def __init__(self, policy, cameras: list, arm, instruction: str, rates: RatesConfig = RatesConfig(),
                  chunking: ChunkingConfig = ChunkingConfig(), fault: FaultConfig = FaultConfig(),
                  policy_cfg: PolicyConfig = PolicyConfig(engines="-"), replan: Optional[int] = None,
-                 recorder=None, clock: Callable[[], float] = time.monotonic):
+                 recorder=None, clock: Callable[[], float] = time.monotonic,
+                 state_hooks: Sequence[Callable[[np.ndarray], None]] = ()):
         self.policy, self.cameras, self.arm, self.instruction = policy, list(cameras), arm, instruction
+        self.state_hooks = tuple(state_hooks)  # called with every joint state read (e.g. a camera that renders the arm)
         self.rates, self.fault_cfg, self.pcfg, self.clock = rates, fault, policy_cfg, clock
         self.period = 1.0 / rates.control_hz
         self.action_dt = 1.0 / rates.action_hz
@@ -186,6 +188,7 @@ class ControlLoop:
         if self._recorder is not None:
             self._recorder.start()
         q = np.asarray(self.arm.read_state(), dtype=np.float64)
+        self._notify(q)
         q_start = q.copy()
         last_cmd = q.copy()
         with self._lock:
@@ -244,6 +247,7 @@ class ControlLoop:
                     self.times.add("read_state", (t5 - t3) * 1e3)
                     with self._lock:
                         self._state = q.copy()
+                    self._notify(q)
                 self.history.append((t3, q, sent, target is None))
                 t4 = self.clock()
                 self.times.add("tick", (t4 - t0) * 1e3)
@@ -266,6 +270,10 @@ class ControlLoop:
                 self._recorder.close()
         duration = self.clock() - t_begin
         return self._summary(ticker, duration, q_start, last_cmd)
+
+    def _notify(self, q: np.ndarray) -> None:
+        for hook in self.state_hooks:
+            hook(q)
 
     def _safe_stop(self, hold: np.ndarray, torque: str) -> None:
         """Hold the last command; torque off when configured. Best effort: every step runs even if one fails."""

@@ -38,6 +38,10 @@ def load_policy(pcfg: PolicyConfig, source: str, progress: Callable[[str], None]
 
 
 def open_camera(cc: CameraConfig, i: int, source: str):
+    if cc.kind == "task":
+        from .task.camera import TaskCamera, TaskCameraConfig
+
+        return TaskCamera(TaskCameraConfig.from_dict(dict(cc.device)))
     if cc.kind == "sim":
         from drivers.camera.sim import SimCamera, SimCameraConfig
 
@@ -152,6 +156,10 @@ def run_config(cfg: RunConfig, seconds: Optional[float] = None, record: Optional
         for cam in cameras:
             cam.connect()
             stack.callback(cam.disconnect)
+        hooks = [cam.observe_state for cam in cameras if hasattr(cam, "observe_state")]  # cameras that render the arm
+        for cam in cameras:
+            if hasattr(cam, "start_for_instruction"):  # the toy task: its scene, the goal the instruction names
+                cam.start_for_instruction(cfg.instruction, np.asarray(arm.read_state()))
         # warm-up: the first inference allocates buffers and is slow; do it before the clock starts
         frames = [cam.read(timeout=5.0) for cam in cameras]
         q0 = np.asarray(arm.read_state())
@@ -169,11 +177,14 @@ def run_config(cfg: RunConfig, seconds: Optional[float] = None, record: Optional
                                             "action_hz": cfg.rates.action_hz})
             writer.start_episode(cfg.instruction, config=cfg.source)
         loop = ControlLoop(policy, cameras, arm, cfg.instruction, cfg.rates, cfg.chunking, cfg.fault, cfg.policy,
-                           recorder=writer)
+                           recorder=writer, state_hooks=hooks)
         progress(f"running at {cfg.rates.control_hz:g} Hz" + (f" for {seconds:g} s" if seconds else " (Ctrl-C stops)"))
         summary = loop.run(seconds, stop=stop)
         mode = cfg.fault.torque if summary["fault"] else cfg.fault.torque_on_stop
         torque_off["value"] = mode == "off"
+        tasks = [cam.status() for cam in cameras if hasattr(cam, "status")]
+        if tasks:
+            summary["task"] = tasks[0]
         summary["config"] = cfg.source
         summary["setup_s"] = round(time.monotonic() - t_setup - summary["duration_s"], 2)
         summary["calibration"] = {k: sorted(v) for k, v in calibration.items() if v}

@@ -46,7 +46,8 @@ def register_export(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="ImageWAM release directory")
     p.add_argument("--out", required=True, help="engines directory to create (replaced atomically)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18: TensorRT 10.3 on JetPack 6 parses <= 20)")
-    p.add_argument("--canvas", choices=["libero", "robotwin", "sim"], help="camera canvas preset (default: the checkpoint's)")
+    p.add_argument("--canvas", choices=["libero", "robotwin", "single", "sim"],
+                   help="camera canvas preset (default: the checkpoint's embodiment's)")
     p.add_argument("--base", help="FLUX.2 klein base release; default CHECKPOINT/base")
     p.add_argument("--instruction", action="append", default=[],
                    help="instruction to put in the engines' prompt cache (repeatable); the runtime has no text encoder")
@@ -77,6 +78,10 @@ def register_quantize(sub) -> None:
     p.add_argument("--include", action="append", default=[], choices=["vision_encoder"],
                    help="also quantize a component kept in high precision by default")
     p.add_argument("--no-gate", action="store_true", help="skip the accuracy gate (not recommended)")
+    p.add_argument("--closed-loop-episodes", type=int, default=0, metavar="N",
+                   help="also run N seeded toy-task episodes (edge/task) with the FP32 and the quantized engines "
+                        "through the control loop; exit 3 when the quantized success drops > 10 points")
+    p.add_argument("--closed-loop-seed", type=int, default=0, help="first episode seed of --closed-loop-episodes")
     p.add_argument("--json", action="store_true")
 
 
@@ -92,12 +97,20 @@ def _quantize(args) -> int:
                               high_precision=args.high_precision, gate=not args.no_gate, include=tuple(args.include),
                               validation=args.validation,
                               progress=say)
+    if args.closed_loop_episodes > 0 and report["gate"] != "failed":  # the toy task's closed-loop check (edge/task)
+        from .closed_loop import closed_loop_compare, format_closed_loop
+
+        report["closed_loop"] = closed_loop_compare(args.onnx, {args.precision: report["out"]}, args.closed_loop_episodes,
+                                                    args.closed_loop_seed, progress=say)
+        say(format_closed_loop(report["closed_loop"]))
     if args.json:
         emit_json(report)
     elif "accuracy" in report:
         print(format_report(report["accuracy"]))
     print(f"{'wrote' if report['gate'] != 'failed' else 'REJECTED, kept for inspection in'} {report['out']}",
           file=sys.stderr if args.json else sys.stdout)
+    if report.get("closed_loop") and not report["closed_loop"]["passed"]:
+        return 3
     return 3 if report["gate"] == "failed" else 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the tiny ImageWAM of the closed-loop toy task on the CPU and write it in the official release layout.
 
-    python scripts/train_toy.py --out edge/assets/toy_checkpoint          # the shipped checkpoint (~7 min, 1 thread)
+    python scripts/train_toy.py --out edge/assets/toy_checkpoint          # the shipped checkpoint (~15 min, 1 thread)
     python scripts/train_toy.py --out /tmp/toy_random --random-weights    # the random-weight baseline (same stats/base)
     imagewam-edge eval --checkpoint edge/assets/toy_checkpoint --episodes 100
 
@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="release directory to write")
     p.add_argument("--episodes", type=int, default=d.episodes, help=f"expert episodes (default {d.episodes})")
+    p.add_argument("--stride", type=int, default=d.stride, help=f"record every n-th demo step (default {d.stride})")
     p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
     p.add_argument("--batch", type=int, default=d.batch, help=f"batch size (default {d.batch})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from quantize.train.toy import train
 
-    cfg = ToyTrainConfig(episodes=a.episodes, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads)
+    cfg = ToyTrainConfig(episodes=a.episodes, stride=a.stride, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads)
     summary = train(a.out, cfg, progress=lambda s: print(s, flush=True), random_weights=a.random_weights)
     print(json.dumps({k: summary[k] for k in ("demo_steps", "train_steps", "final_loss", "train_seconds",
                                               "total_seconds")}))

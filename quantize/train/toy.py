@@ -39,8 +39,9 @@ EMBODIMENT = "sim"  # 7 joints, the 64x64 single-camera canvas, min/max normalis
 
 @dataclass(frozen=True)
 class ToyTrainConfig:
-    episodes: int = 600
-    steps: int = 2000
+    episodes: int = 2000
+    stride: int = 2  # record every stride-th step of a demo (random phase): more scenes for the same data size
+    steps: int = 3000
     batch: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -56,7 +57,8 @@ class ToyTrainConfig:
             raise ValueError(f"toy training: episodes, batch >= 1, steps >= 0, lr > 0 ({self})")
 
 
-def generate_demos(n: int, seed: int, cfg: TaskConfig = TASK, noise: float = 0.03, extra_steps: int = 4) -> dict:
+def generate_demos(n: int, seed: int, cfg: TaskConfig = TASK, noise: float = 0.03, extra_steps: int = 4,
+                   stride: int = 1) -> dict:
     """Expert demonstrations -> {"images" [N, 64, 64, 3] uint8, "states" [N, J], "actions" [N, H, J], "instruction"
     [N] index into instructions(), "episode" [N]} (float32)."""
     rng = np.random.default_rng(seed)
@@ -67,13 +69,15 @@ def generate_demos(n: int, seed: int, cfg: TaskConfig = TASK, noise: float = 0.0
         ep = make_episode(TRAIN_SEED_BASE + seed * 100_000 + i, cfg)
         q = ep.start_joints(cfg)
         run, left = 0, None
-        for _ in range(cfg.max_steps):
+        phase = int(rng.integers(stride))
+        for t in range(cfg.max_steps):
             chunk = expert_chunk(ep, q, cfg)  # [H, J]
-            images.append(render(ep, end_effector(q), cfg=cfg))
-            states.append(q.copy())
-            actions.append(chunk)
-            instr.append(names.index(ep.instruction))
-            eps.append(i)
+            if t % stride == phase:
+                images.append(render(ep, end_effector(q), cfg=cfg))
+                states.append(q.copy())
+                actions.append(chunk)
+                instr.append(names.index(ep.instruction))
+                eps.append(i)
             q = chunk[0] + np.concatenate([rng.normal(0.0, noise, 2), np.zeros(len(q) - 2)])
             run = run + 1 if np.linalg.norm(q[:2] - ep.target) <= cfg.success_radius else 0
             if left is None and run >= hold:
@@ -176,7 +180,7 @@ def train(out: str | Path, cfg: ToyTrainConfig = ToyTrainConfig(), task: TaskCon
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     progress(f"generating {cfg.episodes} expert episodes")
-    demos = generate_demos(cfg.episodes, cfg.seed, task, cfg.demo_noise, cfg.extra_steps)
+    demos = generate_demos(cfg.episodes, cfg.seed, task, cfg.demo_noise, cfg.extra_steps, cfg.stride)
     n, horizon, action_dim = demos["actions"].shape
     state_dim = demos["states"].shape[1]
     stats = dataset_stats(demos["states"], demos["actions"], cfg.episodes)
@@ -267,3 +271,21 @@ def _write_samples(out: Path, task: TaskConfig) -> None:
     ep = make_episode(0, task)
     Image.fromarray(render(ep, ep.start, cfg=task)).save(out / "main.png")
     (out / "episode_0.json").write_text(json.dumps({"instruction": ep.instruction, "state": ep.start_joints(task).tolist()}))
+
+
+def write_random_weights(src: str | Path, out: str | Path, seed: int = 0) -> Path:
+    """The random-weight baseline of a trained release: the same layout, stats, base and architecture, the weights
+    replaced by the demo checkpoint's random initialisation (`quantize.demo._randomise`)."""
+    import shutil
+
+    from ..model.checkpoint import load_checkpoint
+
+    src, out = Path(src), Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("model.pt", "training.json"))
+    ckpt = load_checkpoint(src)
+    model = ImageWAMFlux2(ckpt.model.backbone_cfg, ckpt.model.expert_cfg, ckpt.model.proprio_dim)
+    _randomise(model, seed)
+    torch.save({**official_state_dict(model), "step": 0, "torch_dtype": "torch.float32"}, out / "model.pt")
+    return out

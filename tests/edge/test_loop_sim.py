@@ -48,7 +48,7 @@ def test_loop_commands_the_simulated_arm_and_records(sim_engines, tmp_path):
     assert session["canvas"] == "sim" and session["state_dim"] == 7
     obs = list(iter_observations(tmp_path / "rec"))
     assert len(obs) >= 3 and obs[0].instruction == DEFAULT_INSTRUCTION
-    assert obs[0].images[0].shape == (240, 320, 3) and obs[0].actions.shape == (16, 7)
+    assert obs[0].images[0].shape == (64, 64, 3) and obs[0].actions.shape == (16, 7)  # the task camera
     with np.load(sorted((tmp_path / "rec").glob("episode_*/step_*.npz"))[0]) as step:
         assert step["sent"].shape == (7,) and np.all(np.abs(step["sent"]) <= 1.5 + 1e-6)  # within the safety limits
 
