@@ -98,12 +98,35 @@ def camera_info(args) -> int:
     return 0
 
 
+def _count_by_playback(path: str, streams: list) -> dict:
+    """Older .bag recordings: play them through the camera driver (color frames, and depth frames with them)."""
+    from drivers.camera.realsense import RealSenseCamera, RealSenseConfig
+    from drivers.errors import RecordingEndedError
+
+    counts: dict = {}
+    color = next((s for s in streams if s["type"] == "color"), None)
+    if color is None:
+        return counts
+    has_depth = any(s["type"] == "depth" for s in streams)
+    cfg = RealSenseConfig(width=color["width"], height=color["height"], fps=color["fps"], playback_file=path,
+                          depth=has_depth, align=False, color_format=color["format"])
+    with RealSenseCamera(cfg) as cam:
+        while True:
+            try:
+                frame = cam.read(timeout=2.0)
+            except RecordingEndedError:
+                break
+            counts["color"] = counts.get("color", 0) + 1
+            if frame.depth is not None:
+                counts["depth"] = counts.get("depth", 0) + 1
+    return counts
+
+
 def _recording_info(path: str) -> dict:
     from drivers.camera.realsense import import_rs, recording_streams
 
     rs = import_rs()
     streams = recording_streams(path)
-    counts: dict = {}
     ctx = rs.context()
     dev = ctx.load_device(path)
     depth_scale = None
@@ -115,25 +138,10 @@ def _recording_info(path: str) -> dict:
                 depth_scale = s.as_depth_sensor().get_depth_scale()
     finally:
         ctx.unload_device(path)
-    # count frames by playing the recording through the same driver as the cameras (raw sensor callbacks on a
-    # playback device drop frames: seen 4-6 of 7 depth frames); frames come as color (+ depth) pairs
-    from drivers.camera.realsense import RealSenseCamera, RealSenseConfig
-    from drivers.errors import RecordingEndedError
+    from drivers.camera.recording import db3_frame_counts
 
-    color = next((s for s in streams if s["type"] == "color"), None)
-    if color is not None:
-        has_depth = any(s["type"] == "depth" for s in streams)
-        cfg = RealSenseConfig(width=color["width"], height=color["height"], fps=color["fps"], playback_file=path,
-                              depth=has_depth, align=False, color_format=color["format"])
-        with RealSenseCamera(cfg) as cam:
-            while True:
-                try:
-                    frame = cam.read(timeout=2.0)
-                except RecordingEndedError:
-                    break
-                counts["color"] = counts.get("color", 0) + 1
-                if frame.depth is not None:
-                    counts["depth"] = counts.get("depth", 0) + 1
+    # .db3: exact counts from the file's message table (playing a recording back to count is not exact)
+    counts = db3_frame_counts(path) if path.endswith(".db3") else _count_by_playback(path, streams)
     for s in streams:
         s["frames"] = counts.get(s["type"], 0)
     return {"file": path, "serial": _serial_of(rs, path), "duration_s": duration, "depth_scale": depth_scale,

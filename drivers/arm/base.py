@@ -16,7 +16,7 @@ import numpy as np
 
 from drivers.arm.mapping import JointMapping
 from drivers.arm.safety import EStopLatch, SafetyLimits, clip_command
-from drivers.errors import ArmError, ArmLinkError, ConfigError
+from drivers.errors import ArmError, ArmLinkError, ConfigError, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,8 @@ class LinkConfig:
     port: str
     ids: tuple = (1,)
     baudrate: int = 1_000_000
-    timeout_s: float = 0.05  # one transaction
+    timeout_s: float = 0.05  # one transaction (servo links: a floor under the SDK's own packet timeout)
+    connect_timeout_s: float = 2.0  # connect() retries opening + pinging this long (a controller still booting)
     torque_off_on_disconnect: bool = True
     low_latency: bool = True  # set the FTDI latency timer to 1 ms when the port is a USB-serial adapter
 
@@ -44,6 +45,8 @@ class LinkConfig:
             raise ConfigError(f"{name}.baudrate {self.baudrate!r} is not supported; use one of {BAUDRATES}")
         if not (isinstance(self.timeout_s, (int, float)) and 0 < self.timeout_s <= 5):
             raise ConfigError(f"{name}.timeout_s must be in (0, 5] seconds, got {self.timeout_s!r}")
+        if not (isinstance(self.connect_timeout_s, (int, float)) and 0 <= self.connect_timeout_s <= 60):
+            raise ConfigError(f"{name}.connect_timeout_s must be in [0, 60] seconds, got {self.connect_timeout_s!r}")
 
     @classmethod
     def from_dict(cls, d: dict):
@@ -85,6 +88,25 @@ def set_low_latency(port: str) -> bool:
         return False
 
 
+def packet_timeout_floor(port, timeout_s: float) -> None:
+    """Make a vendor SDK PortHandler (dynamixel_sdk / scservo_sdk) wait at least `timeout_s` for a reply.
+    The SDKs compute ~34 ms at 1 Mbaud (2 x 16 ms USB latency + 2 ms): right for an idle host on a real bus, too
+    tight when the reply depends on a scheduler (a busy machine, a simulator process). `LinkConfig.timeout_s`
+    is the floor; the SDK's value wins when larger (long packets at low baud rates)."""
+    floor_ms = float(timeout_s) * 1000.0
+    sdk_set, sdk_set_ms = port.setPacketTimeout, port.setPacketTimeoutMillis
+
+    def set_packet_timeout(packet_length):
+        sdk_set(packet_length)
+        port.packet_timeout = max(port.packet_timeout, floor_ms)
+
+    def set_packet_timeout_ms(msec):
+        sdk_set_ms(msec)
+        port.packet_timeout = max(port.packet_timeout, floor_ms)
+
+    port.setPacketTimeout, port.setPacketTimeoutMillis = set_packet_timeout, set_packet_timeout_ms
+
+
 class ArmLink:
     """Base class; see module docstring. Not thread-safe: one control thread owns a link."""
 
@@ -122,24 +144,42 @@ class ArmLink:
         return self._connected
 
     def connect(self, check_ids: bool = True) -> "ArmLink":
+        """Open the port, ping every id and read the state. A controller that does not answer yet (powering up,
+        a simulator process still starting) is retried for `connect_timeout_s`; a missing port is not."""
         if self._connected:
             return self
         if self.config.low_latency:
             set_low_latency(self.config.port)
+        deadline = time.monotonic() + self.config.connect_timeout_s
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self._connect_once(check_ids)
+                return self
+            except ArmLinkError as exc:
+                self.disconnect(torque_off=False)
+                if (not os.path.exists(self.config.port) or isinstance(exc, ProtocolError)
+                        or time.monotonic() >= deadline):
+                    raise
+                log.info("%s link on %s: connect attempt %d failed (%s); retrying", self.protocol,
+                         self.config.port, attempt, exc)
+                time.sleep(0.05)
+            except BaseException:
+                self.disconnect(torque_off=False)
+                raise
+
+    def _connect_once(self, check_ids: bool) -> None:
         self._open()
         self._connected, self._broken = True, False
-        try:
-            if check_ids:
-                missing = [i for i in self.config.ids if self._ping(i) is None]
-                if missing:
-                    raise ArmLinkError(f"{self.protocol} link on {self.config.port}: no answer from id(s) {missing} "
-                                       f"of {list(self.config.ids)} at {self.config.baudrate} baud. Check power, "
-                                       "wiring, ids and baud rate (`imagewam-edge arm check`).")
-            self.read_state()
-        except BaseException:
-            self.disconnect(torque_off=False)
-            raise
-        return self
+        if check_ids:
+            missing = [i for i in self.config.ids if self._ping(i) is None]
+            if missing:
+                raise ArmLinkError(f"{self.protocol} link on {self.config.port}: no answer from id(s) {missing} "
+                                   f"of {list(self.config.ids)} at {self.config.baudrate} baud within "
+                                   f"{self.config.connect_timeout_s:g} s. Check power, wiring, ids and baud rate "
+                                   "(`imagewam-edge arm check`).")
+        self.read_state()
 
     def disconnect(self, torque_off: Optional[bool] = None) -> None:
         """Torque off (by default) and close; never raises for a link that is already gone."""

@@ -10,7 +10,7 @@ from typing import Optional
 
 import numpy as np
 
-from drivers.arm.base import ArmLink, LinkConfig
+from drivers.arm.base import ArmLink, LinkConfig, packet_timeout_floor
 from drivers.errors import ArmLinkError, ConfigError, ControllerError, MissingDependencyError
 
 # X-series control table (address, size)
@@ -70,6 +70,7 @@ class DynamixelLink(ArmLink):
                                "--protocol dynamixel`) is running") from exc
         if not ok:
             raise ArmLinkError(f"dynamixel bus: cannot set {self.config.baudrate} baud on {self.config.port}")
+        packet_timeout_floor(port, self.config.timeout_s)
         self._port, self._ph = port, sdk.PacketHandler(2.0)
         self._writer = sdk.GroupSyncWrite(port, self._ph, ADDR_GOAL_POSITION, 4)
         if self.config.read_mode == "bulk":

@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-from drivers.arm.base import ArmLink, LinkConfig
+from drivers.arm.base import ArmLink, LinkConfig, packet_timeout_floor
 from drivers.errors import ArmLinkError, ControllerError, MissingDependencyError
 
 ADDR_MODEL_NUMBER = 3
@@ -64,6 +64,7 @@ class FeetechLink(ArmLink):
                                "`imagewam-edge arm sim --protocol feetech`) is running") from exc
         if not ok:
             raise ArmLinkError(f"feetech bus: cannot set {self.config.baudrate} baud on {self.config.port}")
+        packet_timeout_floor(port, self.config.timeout_s)
         self._port, self._ph = port, sdk.PacketHandler(0)  # STS: little-endian words
         self._writer = sdk.GroupSyncWrite(port, self._ph, ADDR_GOAL_POSITION, 2)
         self._reader = sdk.GroupSyncRead(port, self._ph, ADDR_PRESENT_POSITION, 2)

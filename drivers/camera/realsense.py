@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
@@ -143,6 +144,13 @@ def _check_file(path: str) -> None:
                                   "(record one with `imagewam-edge camera record --out FILE.db3 --seconds 10`)")
 
 
+# A playback has ended when the device raised its "stopped" event (end of file: every frame has then been handed
+# to the pipeline) and the pipeline queue is empty. Polling current_status() alone is not enough: it also says
+# "stopped" before the reader thread runs, which on a loaded machine can last longer than any fixed quiet time.
+# The poll is kept only as a fallback should the event never come, after this much silence.
+END_FALLBACK_QUIET_S = 5.0
+
+
 class RealSenseCamera(Camera):
     """One RealSense camera (live, by serial) or one recording, behind the `Camera` interface."""
 
@@ -161,6 +169,8 @@ class RealSenseCamera(Camera):
         self._pipeline = None
         self._align = None
         self._playback = None
+        self._ended: Optional[threading.Event] = None  # set by the playback's "stopped" event
+        self._subscription = None  # keeps the status-changed subscription alive
         self._silent_since: Optional[float] = None
         self._last_restart = 0.0
         self._last_number = -1
@@ -203,8 +213,16 @@ class RealSenseCamera(Camera):
                 # resolve first so real-time can be switched off BEFORE start (otherwise frames drop)
                 # keep the resolved profile alive until start: start() must reuse this very device object
                 resolved = cfg.resolve(pipeline)
-                resolved_dev = resolved.get_device()
-                resolved_dev.as_playback().set_real_time(bool(self.config.real_time))
+                playback = resolved.get_device().as_playback()
+                playback.set_real_time(bool(self.config.real_time))
+                # subscribe before start so the end-of-file event cannot be missed; one Event per start, so a
+                # late event of an earlier pipeline cannot end this one. The subscription lives only as long as
+                # the wrapper objects it was made through: keep them until _close (seen: no event otherwise)
+                ended = threading.Event()
+                stopped = rs.playback_status.stopped
+                playback.set_status_changed_callback(
+                    lambda status, ended=ended, stopped=stopped: ended.set() if status == stopped else None)
+                self._ended, self._subscription = ended, (resolved, playback)
             profile = pipeline.start(cfg)
         except RuntimeError as exc:
             c = self.config
@@ -247,6 +265,7 @@ class RealSenseCamera(Camera):
             finally:
                 self._pipeline = None
                 self._playback = None
+                self._subscription = None
 
     # --- capture ----------------------------------------------------------------------------------------------
     def _convert(self, frames) -> Optional[Frame]:
@@ -279,6 +298,7 @@ class RealSenseCamera(Camera):
         if self._pipeline is None:
             self._try_restart()
             return None
+        ended = self._ended is not None and self._ended.is_set()  # read BEFORE waiting: see END_FALLBACK_QUIET_S
         ok, frames = self._pipeline.try_wait_for_frames(int(timeout_s * 1000))
         frame = self._convert(frames) if ok else None
         if ok and frame is None:
@@ -286,8 +306,9 @@ class RealSenseCamera(Camera):
         if frame is None:
             now = time.monotonic()
             self._silent_since = self._silent_since or now
-            if (self._playback is not None
-                    and self._playback.current_status() == rs.playback_status.stopped):
+            if self._playback is not None and (
+                    ended or (now - self._silent_since >= END_FALLBACK_QUIET_S
+                              and self._playback.current_status() == rs.playback_status.stopped)):
                 raise RecordingEndedError(f"recording {self.config.playback_file!r} ended (or has no frames of the "
                                           "requested streams); call reconnect() to play it again")
             if not self.is_playback and self.config.auto_reconnect and now - self._silent_since > self.stall_timeout_s:

@@ -81,7 +81,44 @@ def write_synthetic_recording(path: str, colors: Sequence[np.ndarray], depths: O
         s.close()
     del recorder, sensors, cs, ds, cp, dp, dev  # the file is finalised when the recorder is destroyed
     gc.collect()
+    if str(path).endswith(".db3"):  # the recorder writes asynchronously: return only once every frame is in the file
+        expected = {"color": len(colors), **({"depth": len(colors)} if depths is not None else {})}
+        wait_for_db3_frames(str(path), expected)
     return str(path)
+
+
+def db3_frame_counts(path: str) -> dict:
+    """Frames per stream type stored in a .db3 (ROS 2 bag, SQLite) recording, from its message table."""
+    import re
+    import sqlite3
+
+    counts: dict = {}
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT t.name, COUNT(m.id) FROM topics t LEFT JOIN messages m ON m.topic_id = t.id "
+                          "GROUP BY t.name").fetchall()
+    for name, n in rows:
+        m = re.search(r"/([A-Za-z]+)_\d+/image/data", name)
+        if m:
+            kind = m.group(1).lower()
+            counts[kind] = counts.get(kind, 0) + int(n)
+    return counts
+
+
+def wait_for_db3_frames(path: str, expected: dict, timeout_s: float = 10.0) -> None:
+    import sqlite3
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            counts = db3_frame_counts(path)
+        except sqlite3.Error:
+            counts = {}
+        if all(counts.get(k, 0) >= n for k, n in expected.items()):
+            return
+        if time.monotonic() > deadline:
+            raise CameraError(f"recording {path}: only {counts} frames were written of {expected} after "
+                              f"{timeout_s:.0f} s; the disk may be full or slow")
+        time.sleep(0.02)
 
 
 def record_live(out: str, seconds: float, configs: Iterable[RealSenseConfig],

@@ -23,11 +23,15 @@ from drivers.errors import (ArmLinkError, ControllerError, EStopError, SafetyErr
 LINKS = {"dynamixel": (DynamixelLink, DynamixelConfig), "feetech": (FeetechLink, FeetechConfig),
          "framed": (FramedLink, FramedConfig)}
 IDS = (1, 2, 3)
+# Test-only tolerance: the simulators are Python processes on a pty. On a loaded 2-core CI machine a reply can
+# wait tens of ms for the scheduler, far beyond a real bus (< 1 ms), so every link here waits up to 0.5 s for a
+# reply instead of the 50 ms default. No assertion depends on this value.
+SIM_TIMEOUT_S = 0.5
 
 
 def make(protocol, port, **kw):
     link_cls, cfg_cls = LINKS[protocol]
-    return link_cls(cfg_cls(port=port, ids=IDS, **kw))
+    return link_cls(cfg_cls(port=port, ids=IDS, **{"timeout_s": SIM_TIMEOUT_S, **kw}))
 
 
 def wait_until(fn, timeout=2.0):
@@ -110,7 +114,7 @@ def test_servo_links_recover_from_garbage_on_the_wire(protocol):
 
 def test_dynamixel_bulk_read():
     with SimulatedController("dynamixel", ids=IDS) as port:
-        with DynamixelLink(DynamixelConfig(port=port, ids=IDS, read_mode="bulk")) as link:
+        with DynamixelLink(DynamixelConfig(port=port, ids=IDS, read_mode="bulk", timeout_s=SIM_TIMEOUT_S)) as link:
             link.torque(True)
             link.write([0.05, 0.0, -0.05])
             assert wait_until(lambda: link.read_state().raw.tolist() == [2081, 2048, 2015])
@@ -132,7 +136,7 @@ def test_killed_simulator_gives_clear_error_then_link_recovers(tmp_path):
     for protocol in ("dynamixel", "framed"):
         sim = SimulatedController(protocol, ids=IDS, link=link_path)
         sim.start()
-        link = make(protocol, link_path, timeout_s=0.05)
+        link = make(protocol, link_path)
         try:
             link.connect()
             link.torque(True)

@@ -40,7 +40,7 @@ def test_arm_sim_command_prints_port_and_serves():
         assert line.startswith("PORT ")
         port = line.split()[1]
         from drivers.arm.feetech import FeetechConfig, FeetechLink
-        with FeetechLink(FeetechConfig(port=port, ids=(4, 5))) as link:
+        with FeetechLink(FeetechConfig(port=port, ids=(4, 5), timeout_s=0.5)) as link:  # a simulator on a busy machine
             assert link.read_state().raw.tolist() == [2048, 2048]
     finally:
         proc.terminate()
