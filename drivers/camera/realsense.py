@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
@@ -148,7 +147,8 @@ def _check_file(path: str) -> None:
 # to the pipeline) and the pipeline queue is empty. Polling current_status() alone is not enough: it also says
 # "stopped" before the reader thread runs, which on a loaded machine can last longer than any fixed quiet time.
 # The poll is kept only as a fallback should the event never come, after this much silence.
-END_FALLBACK_QUIET_S = 5.0
+END_FALLBACK_QUIET_S = 5.0  # before the first frame of a playback: silence this long while stopped = no frames
+END_QUIET_S = 1.0  # after frames have flowed: stopped and silent this long = the recording ended
 
 
 class RealSenseCamera(Camera):
@@ -169,7 +169,7 @@ class RealSenseCamera(Camera):
         self._pipeline = None
         self._align = None
         self._playback = None
-        self._ended: Optional[threading.Event] = None  # set by the playback's "stopped" event
+        self._frames_since_start = 0
         self._subscription = None  # keeps the status-changed subscription alive
         self._silent_since: Optional[float] = None
         self._last_restart = 0.0
@@ -215,14 +215,9 @@ class RealSenseCamera(Camera):
                 resolved = cfg.resolve(pipeline)
                 playback = resolved.get_device().as_playback()
                 playback.set_real_time(bool(self.config.real_time))
-                # subscribe before start so the end-of-file event cannot be missed; one Event per start, so a
-                # late event of an earlier pipeline cannot end this one. The subscription lives only as long as
-                # the wrapper objects it was made through: keep them until _close (seen: no event otherwise)
-                ended = threading.Event()
-                stopped = rs.playback_status.stopped
-                playback.set_status_changed_callback(
-                    lambda status, ended=ended, stopped=stopped: ended.set() if status == stopped else None)
-                self._ended, self._subscription = ended, (resolved, playback)
+                # no status-changed callback: a Python callback fired by librealsense while pipeline.stop() runs
+                # crashed the process (segfault in CI); the end is decided by polling in _grab instead
+                self._subscription = (resolved, playback)
             profile = pipeline.start(cfg)
         except RuntimeError as exc:
             c = self.config
@@ -253,6 +248,7 @@ class RealSenseCamera(Camera):
         self._last_number = -1
         self._pipeline = pipeline
         self._silent_since = None
+        self._frames_since_start = 0
 
     def _open(self) -> None:
         self._rs = import_rs()
@@ -298,7 +294,6 @@ class RealSenseCamera(Camera):
         if self._pipeline is None:
             self._try_restart()
             return None
-        ended = self._ended is not None and self._ended.is_set()  # read BEFORE waiting: see END_FALLBACK_QUIET_S
         ok, frames = self._pipeline.try_wait_for_frames(int(timeout_s * 1000))
         frame = self._convert(frames) if ok else None
         if ok and frame is None:
@@ -306,15 +301,19 @@ class RealSenseCamera(Camera):
         if frame is None:
             now = time.monotonic()
             self._silent_since = self._silent_since or now
-            if self._playback is not None and (
-                    ended or (now - self._silent_since >= END_FALLBACK_QUIET_S
-                              and self._playback.current_status() == rs.playback_status.stopped)):
+            quiet = now - self._silent_since
+            # "stopped" is also reported before a playback starts delivering: once frames have flowed, stopped +
+            # END_QUIET_S of silence is the end; before the first frame, only END_FALLBACK_QUIET_S of it
+            if self._playback is not None and (quiet >= END_FALLBACK_QUIET_S or (self._frames_since_start
+                                                                                and quiet >= END_QUIET_S)) \
+                    and self._playback.current_status() == rs.playback_status.stopped:
                 raise RecordingEndedError(f"recording {self.config.playback_file!r} ended (or has no frames of the "
                                           "requested streams); call reconnect() to play it again")
             if not self.is_playback and self.config.auto_reconnect and now - self._silent_since > self.stall_timeout_s:
                 self._try_restart()
             return None
         self._silent_since = None
+        self._frames_since_start += 1
         return frame
 
     def _try_restart(self) -> None:
