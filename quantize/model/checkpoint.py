@@ -34,8 +34,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass
 class ImageWAMCheckpoint:
+    """A loaded release directory (any variant: `model` is ImageWAMFlux2 or ImageWAMOvisU1)."""
+
     directory: Path
-    model: ImageWAMFlux2
+    model: torch.nn.Module
     step: int
     dtype: torch.dtype
     train_config: dict = field(default_factory=dict)

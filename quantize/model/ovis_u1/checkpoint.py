@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from edge.errors import CheckpointError
 
-from ..checkpoint import _count_blocks, _shape, load_state, official_state_dict, parse_dtype, split_mot, strict_assign  # noqa: F401
+from ..checkpoint import ImageWAMCheckpoint, _count_blocks, _shape, load_state, official_state_dict, parse_dtype, split_mot, strict_assign  # noqa: F401
 from .action_expert import YakExpertConfig
 from .conditioning import ImagePreprocess, OvisConditioner
 from .mot import ImageWAMOvisU1
@@ -35,17 +34,7 @@ LLM, VT, VTE, VAE, DIT = "llm.model.", "visual_tokenizer.", "vte.weight", "visua
 KNOWN_UNUSED = ("llm.lm_head.",)  # the LM head (tied to the embeddings in Qwen3-1.7B) is never run here
 
 
-@dataclass
-class OvisCheckpoint:
-    directory: Path
-    model: ImageWAMOvisU1
-    step: int
-    dtype: torch.dtype
-    train_config: dict = field(default_factory=dict)
-
-    @property
-    def stats_path(self) -> Path:
-        return self.directory / "dataset_stats.json"
+OvisCheckpoint = ImageWAMCheckpoint  # the same record; `model` is an ImageWAMOvisU1
 
 
 def no_meta(module: torch.nn.Module, where: str) -> torch.nn.Module:
