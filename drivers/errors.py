@@ -52,6 +52,30 @@ class ProtocolError(ArmLinkError):
     """Bytes arrived but do not form a valid packet/frame (CRC, length, version, unexpected reply)."""
 
 
+class ReplyError(ArmLinkError):
+    """One transaction got no usable reply (lost, late or corrupt). Transient: the port stays open and the next
+    transaction may succeed; the control loop retries within the tick and rides through on the last state up to its
+    staleness budget (`fault.max_stale_s`)."""
+
+    kind = "lost"
+
+
+class ReplyLostError(ReplyError):
+    """No reply byte arrived within the reply budget (dropped on the bus, or too late for this tick)."""
+
+    kind = "lost"
+
+
+class ReplyCorruptError(ReplyError):
+    """Reply bytes arrived but did not form a valid packet (bad checksum/CRC, truncated, wrong id)."""
+
+    kind = "corrupt"
+
+
+class PortClosedError(ArmLinkError):
+    """The serial port itself failed (adapter unplugged, device gone): not transient, a fault in the loop."""
+
+
 class ControllerError(ArmError):
     """The controller answered with an error (framed protocol error frame, servo hardware error bit)."""
 
@@ -66,3 +90,11 @@ class EStopError(SafetyError):
 
 class WatchdogTrippedError(SafetyError):
     """The controller-side watchdog stopped the arm because the host went silent."""
+
+
+class OutOfRangeError(SafetyError):
+    """A command lay beyond the joint limits by more than the allowed margin (`safety.on_out_of_range: fault`)."""
+
+
+class BusFaultError(ArmLinkError):
+    """The bus stayed unusable longer than the staleness budget; the message gives the measured loss rate."""

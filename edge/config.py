@@ -141,6 +141,14 @@ class FaultConfig:
     dump_seconds: float = 5.0
     inference_timeout_s: float = 5.0  # no chunk for this long while one was requested -> fault
     camera_timeout_s: float = 2.0  # no fresh frame for this long -> fault
+    max_stale_s: Optional[float] = None  # arm state older than this -> bus fault (default: stale_budget())
+
+    def stale_budget(self, rates: "RatesConfig") -> float:
+        """The staleness budget in seconds: `max_stale_s`, or by default 3 state reads (3 control periods times
+        `rates.state_every`), at least 20 ms."""
+        if self.max_stale_s is not None:
+            return self.max_stale_s
+        return max(0.02, 3 * rates.state_every / rates.control_hz)
 
 
 @dataclass(frozen=True)
@@ -215,12 +223,22 @@ def _arm(d: Any, i: int, source: str, base: Path) -> ArmConfig:
     calibration = f.path("calibration", base)
     sf = _Fields(f.get("safety", {}), f"arms[{i}].safety", source)
     safety = {k: _limit(sf, k) for k in ("lower", "upper", "max_velocity", "max_step")}
+    safety["on_out_of_range"] = sf.get("on_out_of_range", None, kind=str, choices=("fault", "clip"))
+    safety["range_margin"] = sf.get("range_margin", None, kind=float, minimum=0.0, maximum=1.0)
     sf.done()
     for k, v in safety.items():
         if isinstance(v, list) and len(v) != len(ids):
             raise sf.err(k, f"has {len(v)} values for {len(ids)} joints (ids {ids}); give one per joint or a scalar")
         if k in ("max_velocity", "max_step") and v is not None and min(v if isinstance(v, list) else [v]) <= 0:
             raise sf.err(k, "must be > 0")
+        if k in ("max_velocity", "max_step") and v is not None:
+            from drivers.arm.safety import MAX_STEP_LIMIT, MAX_VELOCITY_LIMIT
+
+            cap, unit, usual = ((MAX_STEP_LIMIT, "rad per command", "0.05-0.2") if k == "max_step"
+                                else (MAX_VELOCITY_LIMIT, "rad/s", "1-3"))
+            if max(v if isinstance(v, list) else [v]) > cap:
+                raise sf.err(k, f"is {v!r}: more than {cap:g} {unit} is no limit at all (a policy error would reach "
+                                f"the arm at full speed); use what the arm may really do ({usual} {unit} is usual)")
     link = f.get("link", {}, kind=dict)
     f.done()
     try:
@@ -280,7 +298,8 @@ def from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> 
                         str(Path(ff.get("dump_dir", "faults", kind=str)).expanduser()),  # relative: to the working dir
                         ff.get("dump_seconds", 5.0, kind=float, minimum=0.1, maximum=600.0),
                         ff.get("inference_timeout_s", 5.0, kind=float, minimum=0.05, maximum=600.0),
-                        ff.get("camera_timeout_s", 2.0, kind=float, minimum=0.05, maximum=600.0))
+                        ff.get("camera_timeout_s", 2.0, kind=float, minimum=0.05, maximum=600.0),
+                        ff.get("max_stale_s", None, kind=float, minimum=0.001, maximum=10.0))
     ff.done()
     top.done()
     return RunConfig(source, instruction.strip(), policy, cameras, arms, rates, chunking, fault, name)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import queue
-import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,10 +27,16 @@ import numpy as np
 
 from .chunking import Chunk, ChunkScheduler
 from .config import ChunkingConfig, FaultConfig, PolicyConfig, RatesConfig
-from .errors import ImageWAMEdgeError
-from .timing import StageTimes, Ticker, percentiles
+from .atomic import atomic_file, write_text
+from .errors import ConfigError, ImageWAMEdgeError
+from .loop_bus import BusMonitor
+from .stop_signals import StopSignals
+from .timing import StageTimes, Ticker, percentiles, summarize
 
 log = logging.getLogger(__name__)
+
+GIL_SWITCH_S = 0.0005  # while the loop runs: a thread holding the GIL hands it over after 0.5 ms (default 5 ms)
+READ_GUARD_S = 0.001  # reads end this long before the next tick's deadline, so the next command leaves on time
 
 
 class LoopFault(ImageWAMEdgeError):
@@ -77,6 +84,26 @@ class _Recorder(threading.Thread):
     def close(self) -> None:
         self.q.put(None)
         self.join(timeout=30)
+        close = getattr(self.writer, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:
+                log.error("recording: closing the episode failed: %s", exc)
+
+
+def check_dump_dir(dump_dir: str) -> None:
+    """`fault.dump_dir` must be writable before the robot moves: a fault's dump is written there."""
+    path = Path(dump_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"field `fault.dump_dir`: {dump_dir} is not writable ({exc.strerror or exc}); a fault's "
+                          "states and commands are dumped there. Point it at a writable directory (e.g. "
+                          "~/imagewam-faults) or fix its permissions") from None
 
 
 class ControlLoop:
@@ -110,6 +137,11 @@ class ControlLoop:
         self.fault: Optional[str] = None
         self.dump_path: Optional[str] = None
         self.stopped_by = ""
+        self.bus = BusMonitor(getattr(arm, "links", [arm]), fault.stale_budget(rates), self.times, clock)
+        self.watchdogs: dict = {}  # port -> armed watchdog (ms)
+        self.torque_done: Optional[str] = None  # the torque handling the stop applied: "hold" | "off"
+        self.signals_received = 0
+        check_dump_dir(fault.dump_dir)
 
     # --- inference worker -------------------------------------------------------------------------------------
     def _worker(self) -> None:
@@ -119,7 +151,9 @@ class ControlLoop:
                 continue
             self._request.clear()
             try:
+                t_cam = self.clock()
                 frames = [cam.read_latest(self.rates.camera_max_age_s) for cam in self.cameras]
+                self.times.add("camera_read", (self.clock() - t_cam) * 1e3)
             except Exception as exc:  # CameraStalledError and friends: no chunk now; a fault if it lasts
                 self.counters["camera_stalls"] += 1
                 if self.clock() - self._last_frame_ok > self.fault_cfg.camera_timeout_s:
@@ -174,100 +208,106 @@ class ControlLoop:
                             f"{self.fault_cfg.inference_timeout_s}): the policy is stalled or far too slow")
 
     def run(self, seconds: Optional[float] = None, stop: Optional[threading.Event] = None) -> dict:
-        """Run until `seconds` pass, `stop` is set, SIGINT, or a fault. Returns the summary (also on a fault)."""
+        """Run until `seconds` pass, `stop` is set, SIGINT/SIGTERM/SIGHUP, or a fault. Returns the summary (also on
+        a fault). The bus is read within the time left in each tick; only a state older than the staleness budget,
+        a dead port, or any other fault stops the loop."""
         from drivers.arm.safety import check_finite
 
         stop = stop or threading.Event()
-        old_handler = None
-        if threading.current_thread() is threading.main_thread():
-            def on_sigint(signum, frame):
-                self.stopped_by = "SIGINT"
-                stop.set()
-            old_handler = signal.signal(signal.SIGINT, on_sigint)
+        signals = StopSignals(stop)
         worker = threading.Thread(target=self._worker, name="inference", daemon=True)
-        if self._recorder is not None:
-            self._recorder.start()
-        q = np.asarray(self.arm.read_state(), dtype=np.float64)
-        self._notify(q)
-        q_start = q.copy()
-        last_cmd = q.copy()
-        with self._lock:
-            self._state = q.copy()
-        worker.start()
         ticker = Ticker(self.period, clock=self.clock)
         t_begin = self.clock()
-        ticker.start()
+        q_start = last_cmd = None
         pending_first: Optional[Chunk] = None
         pending_item = None
         c = self.counters
-        try:
-            while not stop.is_set():
-                if seconds is not None and self.clock() - t_begin >= seconds:
-                    self.stopped_by = self.stopped_by or "time"
-                    break
-                late = ticker.wait()
-                t0 = self.clock()
-                self.times.add("tick_lateness", late * 1e3)
-                self._check_worker(t0)
-                t1 = t0
-                got = self._take_chunk()
-                if got is not None:
-                    self.scheduler.add(got[0], t1)
-                    pending_first, pending_item = got
-                    self.times.add("chunk_latency", (t1 - got[0].t0) * 1e3)
-                if self.scheduler.due(t1):
-                    with self._lock:
-                        if self._requested_at is None and self._inbox is None:
-                            self._requested_at = t1
-                            self._request.set()
-                            c["requests"] += 1
-                target = self.scheduler.target(t1)
-                if target is None:
-                    c["hold_ticks"] += 1
-                    cmd = last_cmd
-                else:
-                    cmd = check_finite(target, "policy command")
-                t2 = self.clock()
-                self.times.add("write_lateness", (t2 - ticker.deadline) * 1e3)
-                sent = np.asarray(self.arm.write(cmd, dt=self.period), dtype=np.float64)
-                t3 = self.clock()
-                io_s = t3 - t2
-                self.times.add("serial_write", (t3 - t2) * 1e3)
-                c["commands_sent"] += 1
-                last_cmd = sent
-                if pending_first is not None and target is not None:
-                    self.times.add("camera_to_serial", (t3 - pending_first.t0) * 1e3)
-                    if self._recorder is not None and pending_item is not None:
-                        self._recorder.put({**pending_item, "sent": sent.astype(np.float32)})
-                    pending_first = pending_item = None
-                if ticker.ticks % self.rates.state_every == 0:  # after the write: the command leaves on time
-                    q = np.asarray(self.arm.read_state(), dtype=np.float64)
-                    t5 = self.clock()
-                    io_s += t5 - t3
-                    self.times.add("read_state", (t5 - t3) * 1e3)
-                    with self._lock:
-                        self._state = q.copy()
-                    self._notify(q)
-                self.history.append((t3, q, sent, target is None))
-                t4 = self.clock()
-                self.times.add("tick", (t4 - t0) * 1e3)
-                self.times.add("overhead", (t4 - t0 - io_s) * 1e3)
-                ticker.done()
-            self.stopped_by = self.stopped_by or "stop"
-            self._safe_stop(last_cmd, self.fault_cfg.torque_on_stop)
-        except Exception as exc:
-            self.fault = f"{type(exc).__name__}: {exc}"
-            self.stopped_by = "fault"
-            log.error("control loop fault: %s", self.fault)
-            self._safe_stop(last_cmd, self.fault_cfg.torque)
-            self.dump_path = self._dump(exc)
-        finally:
-            self._stop.set()
-            worker.join(timeout=2.0)  # a stuck inference call cannot be interrupted; the thread is a daemon
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
-            if self._recorder is not None:
-                self._recorder.close()
+        old_switch = sys.getswitchinterval()
+        with signals:
+            try:
+                sys.setswitchinterval(GIL_SWITCH_S)  # the control thread gets the GIL back within ~0.5 ms
+                if self._recorder is not None:
+                    self._recorder.start()
+                q = self.bus.first_read()  # inside the fault path: a dead bus at start is a fault with a dump
+                self._notify(q)
+                q_start, last_cmd = q.copy(), q.copy()
+                with self._lock:
+                    self._state = q.copy()
+                self._arm_watchdogs()
+                worker.start()
+                t_begin = self.clock()
+                ticker.start()
+                last_write = t_begin
+                while not stop.is_set():
+                    if seconds is not None and self.clock() - t_begin >= seconds:
+                        self.stopped_by = "time"
+                        break
+                    late = ticker.wait()
+                    t0 = self.clock()
+                    self.times.add("tick_lateness", late * 1e3)
+                    self._check_watchdogs(t0 - last_write)
+                    self._check_worker(t0)
+                    got = self._take_chunk()
+                    if got is not None:
+                        self.scheduler.add(got[0], t0)
+                        pending_first, pending_item = got
+                        self.times.add("chunk_latency", (t0 - got[0].t0) * 1e3)
+                    if self.scheduler.due(t0):
+                        with self._lock:
+                            if self._requested_at is None and self._inbox is None:
+                                self._requested_at = t0
+                                self._request.set()
+                                c["requests"] += 1
+                    target = self.scheduler.target(t0)
+                    if target is None:
+                        c["hold_ticks"] += 1
+                        cmd = last_cmd
+                    else:
+                        cmd = check_finite(target, "policy command")
+                    read_deadline = ticker.deadline + self.period - READ_GUARD_S  # the next write stays on time
+                    t2 = self.clock()
+                    self.times.add("write_lateness", (t2 - ticker.deadline) * 1e3)
+                    sent = np.asarray(self.arm.write(cmd, dt=self.period,
+                                                     reply_budget_s=max(0.0, read_deadline - t2)), dtype=np.float64)
+                    t3 = last_write = self.clock()
+                    io_s = t3 - t2
+                    self.times.add("serial_write", (t3 - t2) * 1e3)
+                    c["commands_sent"] += 1
+                    last_cmd = sent
+                    if pending_first is not None and target is not None:
+                        self.times.add("camera_to_serial", (t3 - pending_first.t0) * 1e3)
+                        if self._recorder is not None and pending_item is not None:
+                            self._recorder.put({**pending_item, "sent": sent.astype(np.float32)})
+                        pending_first = pending_item = None
+                    if ticker.ticks % self.rates.state_every == 0:  # after the write: the command leaves on time
+                        q = self.bus.read(t2, read_deadline)
+                        t5 = self.clock()
+                        io_s += t5 - t3
+                        self.times.add("read_state", (t5 - t3) * 1e3)
+                        with self._lock:
+                            self._state = q.copy()
+                        self._notify(q)
+                    self.history.append((t3, q, sent, target is None))
+                    t4 = self.clock()
+                    self.times.add("tick", (t4 - t0) * 1e3)
+                    self.times.add("overhead", (t4 - t0 - io_s) * 1e3)
+                    ticker.done()
+                self.stopped_by = signals.name or self.stopped_by or "stop"
+                self._safe_stop(last_cmd, self.fault_cfg.torque_on_stop, clean=True)
+            except Exception as exc:
+                self.fault = f"{type(exc).__name__}: {exc}"
+                self.stopped_by = "fault"
+                log.error("control loop fault: %s", self.fault)
+                self._safe_stop(last_cmd, self.fault_cfg.torque, clean=False)
+                self.dump_path = self._dump(exc)
+            finally:
+                sys.setswitchinterval(old_switch)
+                self._stop.set()
+                if worker.is_alive():
+                    worker.join(timeout=2.0)  # a stuck inference call cannot be interrupted; the thread is a daemon
+                if self._recorder is not None and self._recorder.is_alive():
+                    self._recorder.close()
+        self.signals_received = signals.count
         duration = self.clock() - t_begin
         return self._summary(ticker, duration, q_start, last_cmd)
 
@@ -275,21 +315,49 @@ class ControlLoop:
         for hook in self.state_hooks:
             hook(q)
 
-    def _safe_stop(self, hold: np.ndarray, torque: str) -> None:
-        """Hold the last command; torque off when configured. Best effort: every step runs even if one fails."""
-        try:
-            self.arm.write(hold, dt=self.period)
-        except Exception as exc:
-            log.warning("safe stop: hold command not sent (%s)", exc)
-        if torque == "off":
-            for link in getattr(self.arm, "links", [self.arm]):
+    def _arm_watchdogs(self) -> None:
+        """Arm each link's controller-side watchdog (Dynamixel bus watchdog) for the run."""
+        for link in self.bus.links:
+            if link.watchdog_ms > 0:
+                link.set_watchdog(link.watchdog_ms)
+                self.watchdogs[link.config.port] = link.watchdog_ms
+
+    def _check_watchdogs(self, silent_s: float) -> None:
+        """The host was silent on the bus longer than a watchdog (a stalled process): the servos stopped and ignore
+        goals until the watchdog is cleared; clear and re-arm it so the loop commands them again."""
+        for link in self.bus.links:
+            ms = self.watchdogs.get(link.config.port)
+            if ms and silent_s * 1e3 > 0.8 * ms:
+                log.warning("%s link on %s: the bus was silent %.0f ms (watchdog %d ms): re-arming the watchdog",
+                            link.protocol, link.config.port, silent_s * 1e3, ms)
+                link.set_watchdog(0)
+                link.set_watchdog(ms)
+                self.counters["watchdog_rearms"] += 1
+
+    def _safe_stop(self, hold: Optional[np.ndarray], torque: str, clean: bool) -> None:
+        """Hold the last command; torque off when configured, on EVERY servo of every link (each attempted even
+        when one fails); clear the watchdogs on a clean stop. Best effort: every step runs even if one fails, and
+        the per-id outcome lands in the summary and the dump."""
+        if hold is not None:
+            try:
+                self.arm.write(hold, dt=self.period)
+            except Exception as exc:
+                log.warning("safe stop: hold command not sent (%s)", exc)
+        for link in self.bus.links:
+            if clean and self.watchdogs.get(link.config.port):
                 try:
-                    link.torque(False)
+                    link.set_watchdog(0)
                 except Exception as exc:
-                    log.warning("safe stop: torque off failed on %s (%s)", getattr(link, "config", link), exc)
+                    log.warning("safe stop: watchdog not cleared on %s (%s)", link.config.port, exc)
+            if torque == "off":
+                link.set_torque_all(False)
+            else:
+                link.torque_report = {i: "on (hold)" for i in link.config.ids}
+        self.torque_done = torque
 
     def _dump(self, exc: BaseException) -> Optional[str]:
-        """The last `dump_seconds` of states and commands as .npz, plus a JSON with the reason."""
+        """The last `dump_seconds` of states and commands as .npz, plus a JSON with the reason, the bus health and
+        the torque state of every servo."""
         try:
             out = Path(self.fault_cfg.dump_dir)
             out.mkdir(parents=True, exist_ok=True)
@@ -298,23 +366,29 @@ class ControlLoop:
             h = list(self.history)
             t = np.array([r[0] for r in h], dtype=np.float64)
             width = len(h[0][1]) if h else 0
-            np.savez(path, t=t, state=np.array([r[1] for r in h], dtype=np.float64).reshape(len(h), width),
-                     command=np.array([r[2] for r in h], dtype=np.float64).reshape(len(h), width),
-                     hold=np.array([r[3] for r in h], dtype=bool))
+            with atomic_file(path) as f:
+                np.savez(f, t=t, state=np.array([r[1] for r in h], dtype=np.float64).reshape(len(h), width),
+                         command=np.array([r[2] for r in h], dtype=np.float64).reshape(len(h), width),
+                         hold=np.array([r[3] for r in h], dtype=bool))
             info = {"reason": self.fault, "type": type(exc).__name__, "samples": len(h),
                     "seconds": float(t[-1] - t[0]) if len(t) > 1 else 0.0,
                     "last_state": _jsonable(getattr(exc, "last_state", None)),
                     "last_command": _jsonable(getattr(exc, "last_command", None)),
-                    "torque": self.fault_cfg.torque}
-            path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+                    "torque": self.fault_cfg.torque, "bus": self.bus.report(),
+                    "staleness_ms": summarize(self.times.samples("staleness"))}
+            write_text(path.with_suffix(".json"), json.dumps(info, indent=1))
             return str(path)
         except Exception as dump_exc:  # the dump must never hide the fault
             log.error("fault dump failed: %s", dump_exc)
             return None
 
-    def _summary(self, ticker: Ticker, duration: float, q_start: np.ndarray, q_end: np.ndarray) -> dict:
+    def _summary(self, ticker: Ticker, duration: float, q_start: Optional[np.ndarray],
+                 q_end: Optional[np.ndarray]) -> dict:
         lat = self.times.summary()
         r3 = lambda d: {k: (None if v != v else round(v, 3)) for k, v in d.items()}  # noqa: E731  (NaN -> None)
+        travel = (round(float(np.max(np.abs(np.asarray(q_end) - q_start))), 5)
+                  if q_start is not None and q_end is not None and len(q_start) else 0.0)
+        bus = self.bus.report()
         out = {"steps": ticker.ticks, "chunks": self.scheduler.added, "commands_sent": self.counters["commands_sent"],
                "overruns": ticker.overruns, "missed_periods": ticker.missed, "hold_ticks": self.counters["hold_ticks"],
                "requests": self.counters["requests"], "camera_stalls": self.counters["camera_stalls"],
@@ -322,11 +396,29 @@ class ControlLoop:
                "achieved_hz": round(ticker.ticks / duration, 2) if duration > 0 else 0.0,
                "latency_ms": {k: r3(v) for k, v in lat.items() if k != "camera_to_serial"},
                "camera_to_serial_ms": r3(percentiles(self.times.samples("camera_to_serial"))),
-               "arm_travel_max": round(float(np.max(np.abs(np.asarray(q_end) - q_start))), 5) if len(q_start) else 0.0,
-               "stopped_by": self.stopped_by, "fault": self.fault, "dump": self.dump_path}
+               "arm_travel_max": travel, "stopped_by": self.stopped_by, "fault": self.fault, "dump": self.dump_path,
+               "cadence": cadence_report(self.times, ticker, duration, self.rates.control_hz),
+               "bus": bus, "staleness_ms": summarize(self.times.samples("staleness")),
+               "stale_ticks": self.bus.stale_ticks,
+               "clipped_commands": sum(b["clipped"]["commands"] for b in bus),
+               "torque": {b["port"]: b["torque"] for b in bus}, "torque_mode": self.torque_done,
+               "watchdog_ms": dict(self.watchdogs), "watchdog_rearms": self.counters["watchdog_rearms"],
+               "signals": self.signals_received}
         if self._recorder is not None:
             out["recorded_steps"], out["record_dropped"] = self._recorder.written, self._recorder.dropped
         return out
+
+
+def cadence_report(times: StageTimes, ticker: Ticker, duration: float, target_hz: float) -> dict:
+    """LeRobot-style cadence: Hz achieved vs target, ticks over budget, per stage mean / p99 / worst (ms)."""
+    stages = {"read": "read_state", "write": "serial_write", "write_lateness": "write_lateness",
+              "inference": "inference", "camera": "camera_read", "tick": "tick"}
+    out = {"target_hz": target_hz, "achieved_hz": round(ticker.ticks / duration, 2) if duration > 0 else 0.0,
+           "ticks": ticker.ticks, "ticks_over_budget": ticker.overruns, "missed_periods": ticker.missed}
+    for name, key in stages.items():
+        s = summarize(times.samples(key))
+        out[name] = {"mean": s["mean"], "p99": s["p99"], "worst": s["max"], "n": s["n"]}
+    return out
 
 
 def _jsonable(v):

@@ -92,7 +92,9 @@ def make_link(ac: ArmConfig, port: str, i: int, source: str):
         lo, hi = mapping.limits_in_units()
         s = ac.safety
         limits = SafetyLimits.create(mapping.n, lower=s.get("lower", lo), upper=s.get("upper", hi),
-                                     max_velocity=s.get("max_velocity", 2.0), max_step=s.get("max_step", 0.2))
+                                     max_velocity=s.get("max_velocity", 2.0), max_step=s.get("max_step", 0.2),
+                                     on_out_of_range=s.get("on_out_of_range", "fault"),
+                                     range_margin=s.get("range_margin", 0.1))
         return Link(cfg, mapping, limits)
     except ValueError as exc:  # drivers' ConfigError
         raise ConfigError(f"{where}: {exc}") from None
@@ -119,80 +121,138 @@ def check_dims(cfg: RunConfig, policy, n_joints: int) -> None:
 def run_config(cfg: RunConfig, seconds: Optional[float] = None, record: Optional[str] = None,
                progress: Callable[[str], None] = lambda s: None, stop=None, policy=None) -> dict:
     """Open everything, run the loop, close everything; returns the summary. `policy` overrides the config's
-    (tests wrap a policy, e.g. to make it slow)."""
+    (tests wrap a policy, e.g. to make it slow).
+
+    SIGINT, SIGTERM and SIGHUP stop it safely at any point: during set-up the set-up unwinds (a summary with
+    `stopped_by` and `during: setup`), during the loop the loop's safe stop runs. Every servo ends in the
+    configured state, each id attempted even when one fails: `fault.torque` after a fault or a failed set-up,
+    `fault.torque_on_stop` after a normal stop or a signal."""
     from drivers.arm.base import MultiArm
 
-    from .loop import ControlLoop
+    from .loop import ControlLoop, check_dump_dir
+    from .stop_signals import StopRequested, StopSignals
 
     t_setup = time.monotonic()
-    with contextlib.ExitStack() as stack:
-        if policy is None:
-            progress(f"loading the policy ({cfg.policy.backend})")
-            policy = load_policy(cfg.policy, cfg.source, progress)
-        stack.callback(lambda: getattr(getattr(policy, "backend", None), "close", lambda: None)())
-        policy.text(cfg.instruction)  # a missing prompt-cache entry fails now, not in the loop
-        calibration = {c.slot: check_calibration(c, i, cfg.source) for i, c in enumerate(cfg.cameras)}
-        links = []
-        for i, ac in enumerate(cfg.arms):
-            port = ac.port
-            if ac.simulated:
-                from drivers.arm.sim import SimulatedController
+    check_dump_dir(cfg.fault.dump_dir)
+    signals = StopSignals(stop, raising=True)
+    links: list = []
+    outcome = {"mode": cfg.fault.torque, "handled": False}  # stop state for the teardown; set when the loop ran
+    summary: dict = {}
+    with signals, contextlib.ExitStack() as stack:
+        stack.callback(_final_torque, links, outcome)
+        try:
+            summary = _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signals, policy,
+                                     MultiArm, ControlLoop)
+        except StopRequested:  # a signal during set-up: unwind with the stop (not the fault) torque state
+            signals.raising = False
+            outcome["mode"] = cfg.fault.torque_on_stop
+            summary = {"stopped_by": signals.name, "during": "setup", "fault": None, "steps": 0,
+                       "torque_mode": outcome["mode"]}
+    if summary.get("during") == "setup":
+        summary["torque"] = {l.config.port: {str(k): v for k, v in l.torque_report.items()} for l in links}
+    summary["config"] = cfg.source
+    summary["setup_s"] = round(time.monotonic() - t_setup - summary.get("duration_s", 0.0), 2)
+    return summary
 
-                sim = SimulatedController(ac.protocol, ids=list(ac.ids), watchdog_ms=int(ac.link.get("watchdog_ms", 200)))
-                port = sim.start()
-                stack.callback(sim.stop)
-                progress(f"simulated {ac.protocol} controller (own process) on {port}")
-            links.append(make_link(ac, port, i, cfg.source))
-        arm = MultiArm(links)
-        check_dims(cfg, policy, sum(arm.sizes))
-        order = {s.name: k for k, s in enumerate(policy.canvas.slots)}
-        cams_cfg = sorted(cfg.cameras, key=lambda c: order[c.slot])
-        cameras = [open_camera(c, i, cfg.source) for i, c in enumerate(cams_cfg)]
-        arm.connect()
-        torque_off = {"value": False}  # decided after the loop: the configured torque for a stop or a fault
-        stack.callback(lambda: [l.disconnect(torque_off=torque_off["value"]) for l in arm.links])
-        for link in arm.links:
+
+def _final_torque(links: list, outcome: dict) -> None:
+    """Teardown of the arm links: unless the loop's safe stop already applied the torque mode, apply it to every
+    servo (each id attempted), then close."""
+    for link in links:
+        if not outcome["handled"]:
+            if outcome["mode"] == "off":
+                link.set_torque_all(False)
+            elif link.is_connected:
+                link.torque_report = link.torque_report or {i: "on (hold)" for i in link.config.ids}
+        try:
+            link.disconnect(torque_off=False)
+        except Exception as exc:
+            log.warning("closing %s failed: %s", link.config.port, exc)
+
+
+def _torque_on(links: list) -> None:
+    """Torque on for every link, the goal first set to the present position so nothing jumps. A failure raises
+    after every link was attempted; the teardown then applies the stop state to every servo."""
+    errors = []
+    for link in links:
+        try:
+            link.hold_present()
             link.torque(True)
-        for cam in cameras:
-            cam.connect()
-            stack.callback(cam.disconnect)
-        hooks = [cam.observe_state for cam in cameras if hasattr(cam, "observe_state")]  # cameras that render the arm
-        for cam in cameras:
-            if hasattr(cam, "start_for_instruction"):  # the toy task: its scene, the goal the instruction names
-                cam.start_for_instruction(cfg.instruction, np.asarray(arm.read_state()))
-        # warm-up: the first inference allocates buffers and is slow; do it before the clock starts
-        frames = [cam.read(timeout=5.0) for cam in cameras]
-        q0 = np.asarray(arm.read_state())
-        from .loop import select_state
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
-        policy.infer({"images": [f.color for f in frames], "state": select_state(q0, cfg.policy.state_indices),
-                      "instruction": cfg.instruction})
-        writer = None
-        if record:
-            from .recording import RecordingWriter
 
-            writer = RecordingWriter(record, canvas=policy.canvas.name, slots=[s.name for s in policy.canvas.slots],
-                                     state_dim=policy.spec.state_dim, action_dim=policy.spec.action_dim,
-                                     extra={"config": cfg.source, "control_hz": cfg.rates.control_hz,
-                                            "action_hz": cfg.rates.action_hz})
-            writer.start_episode(cfg.instruction, config=cfg.source)
-        loop = ControlLoop(policy, cameras, arm, cfg.instruction, cfg.rates, cfg.chunking, cfg.fault, cfg.policy,
-                           recorder=writer, state_hooks=hooks)
-        progress(f"running at {cfg.rates.control_hz:g} Hz" + (f" for {seconds:g} s" if seconds else " (Ctrl-C stops)"))
-        summary = loop.run(seconds, stop=stop)
-        mode = cfg.fault.torque if summary["fault"] else cfg.fault.torque_on_stop
-        torque_off["value"] = mode == "off"
-        tasks = [cam.status() for cam in cameras if hasattr(cam, "status")]
-        if tasks:
-            summary["task"] = tasks[0]
-        summary["config"] = cfg.source
-        summary["setup_s"] = round(time.monotonic() - t_setup - summary["duration_s"], 2)
-        summary["calibration"] = {k: sorted(v) for k, v in calibration.items() if v}
-        if record:
-            summary["record"] = str(record)
+def _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signals, policy, MultiArm, ControlLoop):
+    if policy is None:
+        progress(f"loading the policy ({cfg.policy.backend})")
+        policy = load_policy(cfg.policy, cfg.source, progress)
+    stack.callback(lambda: getattr(getattr(policy, "backend", None), "close", lambda: None)())
+    policy.text(cfg.instruction)  # a missing prompt-cache entry fails now, not in the loop
+    calibration = {c.slot: check_calibration(c, i, cfg.source) for i, c in enumerate(cfg.cameras)}
+    made = []
+    for i, ac in enumerate(cfg.arms):
+        port = ac.port
+        if ac.simulated:
+            from drivers.arm.sim import SimulatedController
+
+            sim = SimulatedController(ac.protocol, ids=list(ac.ids), watchdog_ms=int(ac.link.get("watchdog_ms", 200)))
+            port = sim.start()
+            stack.callback(sim.stop)
+            progress(f"simulated {ac.protocol} controller (own process) on {port}")
+        made.append(make_link(ac, port, i, cfg.source))
+    arm = MultiArm(made)
+    check_dims(cfg, policy, sum(arm.sizes))
+    order = {s.name: k for k, s in enumerate(policy.canvas.slots)}
+    cams_cfg = sorted(cfg.cameras, key=lambda c: order[c.slot])
+    cameras = [open_camera(c, i, cfg.source) for i, c in enumerate(cams_cfg)]
+    links.extend(arm.links)  # from here on the teardown applies the stop state to every servo
+    arm.connect()
+    _torque_on(arm.links)
+    for cam in cameras:
+        cam.connect()
+        stack.callback(cam.disconnect)
+    hooks = [cam.observe_state for cam in cameras if hasattr(cam, "observe_state")]  # cameras that render the arm
+    for cam in cameras:
+        if hasattr(cam, "start_for_instruction"):  # the toy task: its scene, the goal the instruction names
+            cam.start_for_instruction(cfg.instruction, np.asarray(arm.read_state()))
+    # warm-up: the first inference allocates buffers and is slow; do it before the clock starts
+    frames = [cam.read(timeout=5.0) for cam in cameras]
+    q0 = np.asarray(arm.read_state())
+    from .loop import select_state
+
+    policy.infer({"images": [f.color for f in frames], "state": select_state(q0, cfg.policy.state_indices),
+                  "instruction": cfg.instruction})
+    writer = None
+    if record:
+        from .recording import RecordingWriter
+
+        writer = RecordingWriter(record, canvas=policy.canvas.name, slots=[s.name for s in policy.canvas.slots],
+                                 state_dim=policy.spec.state_dim, action_dim=policy.spec.action_dim,
+                                 extra={"config": cfg.source, "control_hz": cfg.rates.control_hz,
+                                        "action_hz": cfg.rates.action_hz})
+        writer.start_episode(cfg.instruction, config=cfg.source)
+    loop = ControlLoop(policy, cameras, arm, cfg.instruction, cfg.rates, cfg.chunking, cfg.fault, cfg.policy,
+                       recorder=writer, state_hooks=hooks)
+    progress(f"running at {cfg.rates.control_hz:g} Hz" + (f" for {seconds:g} s" if seconds else " (Ctrl-C stops)"))
+    signals.raising = False  # from here a signal only sets the event: the loop's safe stop runs, never interrupted
+    summary = loop.run(seconds, stop=signals.event)
+    outcome["handled"] = loop.torque_done is not None
+    outcome["mode"] = cfg.fault.torque if summary["fault"] else cfg.fault.torque_on_stop
+    if signals.name and summary["stopped_by"] in ("stop", "time"):
+        summary["stopped_by"] = signals.name
+    tasks = [cam.status() for cam in cameras if hasattr(cam, "status")]
+    if tasks:
+        summary["task"] = tasks[0]
+    summary["calibration"] = {k: sorted(v) for k, v in calibration.items() if v}
+    if record:
+        summary["record"] = str(record)
     return summary
 
 
 def write_summary(summary: dict, path: str) -> None:
+    from .atomic import write_text
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(summary, indent=1))
+    write_text(path, json.dumps(summary, indent=1))

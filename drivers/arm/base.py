@@ -1,9 +1,12 @@
-"""Arm link interface: `connect / read_state / write(q) -> q_sent / torque(on) / disconnect`, context manager.
+"""Arm link interface: `connect / read_state / read_within / write(q) -> q_sent / torque(on) / disconnect`, context
+manager.
 
-Subclasses only move raw integers over the wire (`_open`, `_close`, `_ping`, `_read_raw`, `_write_raw`,
-`_torque`); this base converts units through the `JointMapping`, applies the pure safety checks, keeps the
-latched e-stop, attaches the last state and command to every fault, and reopens the port after a link failure
-(a replugged adapter, a restarted simulator)."""
+Subclasses only move raw integers over the wire (`_open`, `_close`, `_ping`, `_read_raw(budget_s)`, `_write_raw`,
+`_torque_ids(on) -> {id: confirmed}`, optionally `_watchdog(ms)`); this base converts units through the
+`JointMapping`, applies the pure safety checks (and counts what they clipped), keeps the latched e-stop, counts the
+bus health (drivers.arm.health), attaches the last state and command to every fault, and reopens the port after a
+port failure (a replugged adapter, a restarted simulator). A lost or corrupt reply (`ReplyError`) is transient:
+the port stays open, and `read_within(deadline)` retries until the deadline."""
 from __future__ import annotations
 
 import logging
@@ -14,9 +17,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from drivers.arm.health import BusHealth
 from drivers.arm.mapping import JointMapping
-from drivers.arm.safety import EStopLatch, SafetyLimits, clip_command
-from drivers.errors import ArmError, ArmLinkError, ConfigError, ProtocolError
+from drivers.arm.safety import EStopLatch, SafetyLimits, beyond_limits, check_finite, clip_command
+from drivers.errors import (ArmError, ArmLinkError, ConfigError, OutOfRangeError, PortClosedError, ProtocolError,
+                            ReplyError)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +33,7 @@ class LinkConfig:
     port: str
     ids: tuple = (1,)
     baudrate: int = 1_000_000
-    timeout_s: float = 0.05  # one transaction (servo links: a floor under the SDK's own packet timeout)
+    timeout_s: float = 0.05  # longest reply wait of one transaction outside the loop (in the loop: the tick's time left)
     connect_timeout_s: float = 2.0  # connect() retries opening + pinging this long (a controller still booting)
     torque_off_on_disconnect: bool = True
     low_latency: bool = True  # set the FTDI latency timer to 1 ms when the port is a USB-serial adapter
@@ -88,23 +93,7 @@ def set_low_latency(port: str) -> bool:
         return False
 
 
-def packet_timeout_floor(port, timeout_s: float) -> None:
-    """Make a vendor SDK PortHandler (dynamixel_sdk / scservo_sdk) wait at least `timeout_s` for a reply.
-    The SDKs compute ~34 ms at 1 Mbaud (2 x 16 ms USB latency + 2 ms): right for an idle host on a real bus, too
-    tight when the reply depends on a scheduler (a busy machine, a simulator process). `LinkConfig.timeout_s`
-    is the floor; the SDK's value wins when larger (long packets at low baud rates)."""
-    floor_ms = float(timeout_s) * 1000.0
-    sdk_set, sdk_set_ms = port.setPacketTimeout, port.setPacketTimeoutMillis
-
-    def set_packet_timeout(packet_length):
-        sdk_set(packet_length)
-        port.packet_timeout = max(port.packet_timeout, floor_ms)
-
-    def set_packet_timeout_ms(msec):
-        sdk_set_ms(msec)
-        port.packet_timeout = max(port.packet_timeout, floor_ms)
-
-    port.setPacketTimeout, port.setPacketTimeoutMillis = set_packet_timeout, set_packet_timeout_ms
+CLIP_LOG_EVERY_S = 1.0  # clipping is logged at WARNING at most this often per link (with the count since)
 
 
 class ArmLink:
@@ -124,9 +113,14 @@ class ArmLink:
         if self.limits.n != self.mapping.n:
             raise ConfigError(f"safety limits for {self.limits.n} joints, mapping has {self.mapping.n}")
         self.estop_latch = EStopLatch()
+        self.health = BusHealth()
+        self.clipped = {"commands": 0, "position": 0, "step": 0}  # commands changed by the safety clip, and why
+        self.torque_report: dict = {}  # the last torque change: {id: "on"|"off"|"unconfirmed (...)"}
         self.last_state: Optional[ArmState] = None
         self.last_command: Optional[np.ndarray] = None
         self._last_write_t: Optional[float] = None
+        self._clip_logged_t = -1e9
+        self._clip_unlogged = 0
         self._connected = False
         self._broken = False
 
@@ -134,9 +128,18 @@ class ArmLink:
     def _open(self) -> None: raise NotImplementedError
     def _close(self) -> None: raise NotImplementedError
     def _ping(self, id_: int) -> Optional[int]: raise NotImplementedError  # model number or None
-    def _read_raw(self) -> np.ndarray: raise NotImplementedError
-    def _write_raw(self, raw: np.ndarray) -> None: raise NotImplementedError
-    def _torque(self, on: bool) -> None: raise NotImplementedError
+    def _read_raw(self, budget_s: float) -> np.ndarray: raise NotImplementedError  # ReplyError on a bad reply
+    def _write_raw(self, raw: np.ndarray, budget_s: float) -> Optional[np.ndarray]:  # raw state if the reply has one
+        raise NotImplementedError
+    def _torque_ids(self, on: bool) -> dict: raise NotImplementedError  # {id: confirmed}; every id attempted
+
+    def _watchdog(self, ms: int) -> Optional[dict]:
+        """Arm (ms > 0) or clear (0) a controller-side watchdog; None: this protocol has none."""
+        return None
+
+    @property
+    def watchdog_ms(self) -> int:
+        return 0
 
     # --- lifecycle --------------------------------------------------------------------------------------------
     @property
@@ -182,15 +185,14 @@ class ArmLink:
         self.read_state()
 
     def disconnect(self, torque_off: Optional[bool] = None) -> None:
-        """Torque off (by default) and close; never raises for a link that is already gone."""
+        """Torque off (by default; every id attempted, the port reopened once if it had failed) and close; never
+        raises for a link that is already gone."""
         if not self._connected:
             return
         torque_off = self.config.torque_off_on_disconnect if torque_off is None else torque_off
         try:
-            if torque_off and not self._broken:
-                self._torque(False)
-        except ArmError as exc:
-            log.warning("%s link on %s: torque off at disconnect failed: %s", self.protocol, self.config.port, exc)
+            if torque_off:
+                self.set_torque_all(False)
         finally:
             self._connected = False
             try:
@@ -205,7 +207,8 @@ class ArmLink:
         self.disconnect()
 
     def _guard(self, fn, *args):
-        """Run a wire operation: reopen first after a failure, attach last state/command to faults."""
+        """Run a wire operation: reopen first after a port failure, attach last state/command to faults. A reply
+        failure (ReplyError) leaves the port open: the next transaction may well succeed."""
         if not self._connected:
             raise ArmLinkError(f"{self.protocol} link on {self.config.port} is not connected; call connect() first",
                                last_state=self.last_state, last_command=self.last_command)
@@ -223,6 +226,9 @@ class ArmLink:
             log.warning("%s link on %s: reopened after a failure", self.protocol, self.config.port)
         try:
             return fn(*args)
+        except ReplyError as exc:
+            exc.last_state, exc.last_command = self.last_state, self.last_command
+            raise
         except ArmLinkError as exc:
             self._broken = True
             exc.last_state, exc.last_command = self.last_state, self.last_command
@@ -232,40 +238,139 @@ class ArmLink:
             raise
 
     # --- public API -------------------------------------------------------------------------------------------
-    def read_state(self) -> ArmState:
-        raw = self._guard(self._read_raw)
+    def read_state(self, timeout_s: Optional[float] = None) -> ArmState:
+        """One read transaction, its reply wait bounded by `timeout_s` (default `config.timeout_s`). A lost or
+        corrupt reply raises ReplyError (counted in `health`), a dead port PortClosedError."""
+        budget = self.config.timeout_s if timeout_s is None else max(0.0, float(timeout_s))
+        try:
+            raw = self._guard(self._read_raw, budget)
+        except ReplyError as exc:
+            self.health.record_miss(exc.kind)
+            raise
+        self.health.record_ok()
         self.last_state = ArmState(q=self.mapping.to_units(raw), raw=np.asarray(raw), timestamp=time.monotonic())
         return self.last_state
 
-    def write(self, q: Sequence[float], dt: Optional[float] = None) -> np.ndarray:
+    def read_within(self, deadline: float, clock=time.monotonic, min_attempt_s: float = 0.0005
+                    ) -> tuple[Optional[ArmState], Optional[ReplyError]]:
+        """Read until a valid reply or `deadline` (clock seconds): (state, None), or (None, the last ReplyError)
+        when the time ran out. Each attempt waits at most the time left (and at most `config.timeout_s`); a retry
+        is only started with at least `min_attempt_s` left. A port failure raises."""
+        last: Optional[ReplyError] = None
+        first = True
+        while True:
+            left = deadline - clock()
+            if left < min_attempt_s and not first:
+                return None, last
+            if not first:
+                self.health.record_retry()
+            first = False
+            try:
+                return self.read_state(min(self.config.timeout_s, max(left, min_attempt_s))), None
+            except ReplyError as exc:
+                last = exc
+
+    def write(self, q: Sequence[float], dt: Optional[float] = None, reply_budget_s: Optional[float] = None
+              ) -> np.ndarray:
         """Send a joint command; returns the command actually sent (clipped, quantised to raw units).
-        `dt`: seconds since the previous command, for the velocity limit (default: measured)."""
+        `dt`: seconds since the previous command, for the velocity limit (default: measured). Protocols whose
+        command is answered with the state (framed) wait `reply_budget_s` (default config.timeout_s) for it and
+        update `last_state`; a lost answer is counted in `health`, never a failed write."""
+        return self.send_checked(self.check_command(q), dt, time.monotonic(), reply_budget_s)
+
+    def check_command(self, q: Sequence[float]) -> np.ndarray:
+        """The checks before anything moves: e-stop latch, finite values, and the range check: a command beyond
+        the position limits by more than `limits.range_margin` raises OutOfRangeError when
+        `limits.on_out_of_range` is "fault" (otherwise it is clipped and counted at the write)."""
         self.estop_latch.check()
-        now = time.monotonic()
+        q = check_finite(q, "command")
+        if q.shape != (self.limits.n,):
+            raise ConfigError(f"{self.protocol} link on {self.config.port}: command has shape {q.shape}, expected "
+                              f"({self.limits.n},)")
+        beyond = beyond_limits(q, self.limits)
+        if beyond and self.limits.on_out_of_range == "fault":
+            raise OutOfRangeError(
+                f"{self.protocol} link on {self.config.port}: command beyond the joint limits by more than "
+                f"{self.limits.range_margin:g} at joint index(es) {beyond} ({[round(float(q[i]), 4) for i in beyond]}, "
+                f"limits {[(self.limits.lower[i], self.limits.upper[i]) for i in beyond]}); nothing was sent. Check "
+                "the policy output and action un-normalisation, or set `safety.on_out_of_range: clip`.",
+                last_state=self.last_state, last_command=q)
+        return q
+
+    def send_checked(self, q: np.ndarray, dt: Optional[float], now: float, reply_budget_s: Optional[float] = None
+                     ) -> np.ndarray:
+        """Clip and send a command that passed `check_command`."""
         if dt is None and self._last_write_t is not None:
             dt = max(now - self._last_write_t, 1e-3)
         present = self.last_state.q if self.last_state is not None else None
         q_safe, notes = clip_command(q, present, self.limits, dt)
         if notes:
-            log.debug("%s: command clipped: %s", self.protocol, "; ".join(notes))
+            self._count_clip(notes, now)
         raw = self.mapping.to_raw(q_safe)
         q_sent = self.mapping.to_units(raw)
-        self._guard(self._write_raw, raw)
+        budget = self.config.timeout_s if reply_budget_s is None else max(0.0, float(reply_budget_s))
+        try:
+            state_raw = self._guard(self._write_raw, raw, budget)
+        except ReplyError as exc:  # the command left; only its answer is missing
+            self.health.record_miss(exc.kind)
+            state_raw = None
         self.last_command, self._last_write_t = q_sent, now
+        if state_raw is not None:
+            self.health.record_ok()
+            self.last_state = ArmState(q=self.mapping.to_units(state_raw), raw=np.asarray(state_raw),
+                                       timestamp=time.monotonic())
         return q_sent
 
-    def torque(self, on: bool) -> None:
+    def _count_clip(self, notes: list, now: float) -> None:
+        self.clipped["commands"] += 1
+        for n in notes:
+            self.clipped["position" if n.startswith("position") else "step"] += 1
+        self._clip_unlogged += 1
+        if now - self._clip_logged_t >= CLIP_LOG_EVERY_S:
+            log.warning("%s link on %s: command clipped (%s); %d clipped command(s) since the last warning, %d in "
+                        "all", self.protocol, self.config.port, "; ".join(notes), self._clip_unlogged,
+                        self.clipped["commands"])
+            self._clip_logged_t, self._clip_unlogged = now, 0
+
+    def torque(self, on: bool) -> dict:
+        """Switch torque on or off on every servo; {id: state}. Raises ArmLinkError naming the ids that did not
+        confirm (the others keep the new state: the caller decides what a partial result means)."""
+        self.torque_report = {}
         if on:
             self.estop_latch.check()
-        self._guard(self._torque, bool(on))
+        confirmed = self._guard(self._torque_ids, bool(on))
+        self.torque_report = _torque_report(confirmed, on)
+        failed = [i for i, ok in confirmed.items() if not ok]
+        if failed:
+            raise ArmLinkError(f"{self.protocol} link on {self.config.port}: torque {'on' if on else 'off'} not "
+                               f"confirmed by id(s) {failed} of {list(self.config.ids)}. Check power and wiring.",
+                               last_state=self.last_state, last_command=self.last_command)
+        return self.torque_report
+
+    def set_torque_all(self, on: bool) -> dict:
+        """Best effort for the stop paths: every id attempted (the port reopened once if it had failed); never
+        raises. {id: "on"|"off"|"unconfirmed (...)"}, also kept in `torque_report`."""
+        self.torque_report = {}
+        try:
+            return self.torque(on)
+        except Exception as exc:  # never let a stop path raise; the report says which ids are unconfirmed
+            if not self.torque_report:  # the change did not even reach the wire
+                self.torque_report = {i: f"unconfirmed ({type(exc).__name__})" for i in self.config.ids}
+            log.error("%s link on %s: torque %s: %s", self.protocol, self.config.port, "on" if on else "off", exc)
+        return self.torque_report
+
+    def hold_present(self) -> None:
+        """Before torque on: make the goal the present position, so enabling torque moves nothing (a goal register
+        left from an earlier session would make the arm jump). Protocols whose controller holds on its own skip it."""
+
+    def set_watchdog(self, ms: int) -> Optional[dict]:
+        """Arm (ms > 0) or clear (0) the controller-side watchdog on every id; None when the protocol has none."""
+        return self._guard(self._watchdog, int(ms))
 
     def estop(self, reason: str = "estop() called") -> None:
         """Latch the e-stop and switch torque off (best effort: the latch holds even if the link is down)."""
         self.estop_latch.trip(reason)
-        try:
-            self._guard(self._torque, False)
-        except ArmError as exc:
-            log.error("%s link on %s: torque off during e-stop failed: %s", self.protocol, self.config.port, exc)
+        self.set_torque_all(False)
 
     def clear_estop(self) -> None:
         self.estop_latch.clear()
@@ -273,6 +378,11 @@ class ArmLink:
     def ping(self) -> dict:
         """{id: model number or None}."""
         return {i: self._guard(self._ping, i) for i in self.config.ids}
+
+
+def _torque_report(confirmed: dict, on: bool) -> dict:
+    state = "on" if on else "off"
+    return {i: (state if ok else f"unconfirmed ({state} not read back)") for i, ok in confirmed.items()}
 
 
 class MultiArm:
@@ -315,23 +425,30 @@ class MultiArm:
     def read_state(self) -> np.ndarray:
         return np.concatenate([l.read_state().q for l in self.links])
 
-    def write(self, q: Sequence[float], dt: Optional[float] = None) -> np.ndarray:
+    def write(self, q: Sequence[float], dt: Optional[float] = None, reply_budget_s: Optional[float] = None
+              ) -> np.ndarray:
         q = np.asarray(q, dtype=np.float64)
         if q.shape != (sum(self.sizes),):
             raise ConfigError(f"MultiArm.write expects {sum(self.sizes)} values ({self.sizes} per link), got {q.shape}")
-        for link in self.links:  # every link checks its e-stop before any link moves
-            link.estop_latch.check()
-        parts = np.split(q, np.cumsum(self.sizes)[:-1])
-        sent = []
-        try:
-            for link, part in zip(self.links, parts):
-                sent.append(link.write(part, dt))
-        except ArmError as exc:
-            for link in self.links:  # one arm failed: stop the others too
-                link.estop(f"MultiArm: {type(exc).__name__} on {link.config.port}")
-            raise
+        parts = [link.check_command(part)  # every link checks (e-stop, NaN, range) before any link moves
+                 for link, part in zip(self.links, np.split(q, np.cumsum(self.sizes)[:-1]))]
+        now = time.monotonic()
+        # a failure part-way raises; the caller's safe stop applies the configured torque to every link
+        sent = [link.send_checked(part, dt, now, reply_budget_s) for link, part in zip(self.links, parts)]
         return np.concatenate(sent)
 
-    def torque(self, on: bool) -> None:
+    def torque(self, on: bool) -> dict:
+        """Every link attempted; raises the first failure after all were tried. {port: {id: state}}."""
+        errors, out = [], {}
         for link in self.links:
-            link.torque(on)
+            try:
+                out[link.config.port] = link.torque(on)
+            except ArmError as exc:
+                out[link.config.port] = link.torque_report
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return out
+
+    def set_torque_all(self, on: bool) -> dict:
+        return {link.config.port: link.set_torque_all(on) for link in self.links}

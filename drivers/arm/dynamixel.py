@@ -1,17 +1,18 @@
 """Dynamixel Protocol 2.0 buses (X-series control table) through the vendor SDK `dynamixel-sdk`.
 
 Goal positions go out in one Sync Write (0x83); present positions come back with Sync Read (0x82) or Bulk Read
-(0x92). Works on USB-serial adapters (U2D2) and on a pty (the simulator): the SDK opens the port with
-pyserial. Note X-series servos add a 500 us return delay by default (register 9; set it to 0)."""
+(0x92); torque goes to every id in one Sync Write, read back per id (drivers.arm.servo_bus). While the control
+loop runs, the servos' bus watchdog (register 98, units of 20 ms) is armed: if the host goes silent longer than
+`watchdog_ms`, every servo stops where it is (goal := present) and ignores goal writes until the watchdog is
+cleared (written 0), which `set_watchdog(0)` does at a clean stop. Works on USB-serial adapters (U2D2) and on a
+pty (the simulator). X-series servos add a 500 us return delay by default (register 9; set it to 0)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
-import numpy as np
-
-from drivers.arm.base import ArmLink, LinkConfig, packet_timeout_floor
-from drivers.errors import ArmLinkError, ConfigError, ControllerError, MissingDependencyError
+from drivers.arm.servo_bus import ServoBusLink
+from drivers.arm.base import LinkConfig
+from drivers.errors import ConfigError, MissingDependencyError
 
 # X-series control table (address, size)
 ADDR_MODEL_NUMBER = 0
@@ -21,6 +22,7 @@ ADDR_HARDWARE_ERROR = 70
 ADDR_BUS_WATCHDOG = 98
 ADDR_GOAL_POSITION = 116
 ADDR_PRESENT_POSITION = 132
+WATCHDOG_UNIT_MS = 20
 
 
 def import_sdk():
@@ -31,108 +33,61 @@ def import_sdk():
     return dynamixel_sdk
 
 
+def watchdog_units(ms: int) -> int:
+    """Register 98 value for a watchdog of `ms` milliseconds: whole 20 ms units, rounded up, 1..127 (0 = off)."""
+    if ms <= 0:
+        return 0
+    return max(1, min(127, -(-int(ms) // WATCHDOG_UNIT_MS)))
+
+
 @dataclass(frozen=True)
 class DynamixelConfig(LinkConfig):
     read_mode: str = "sync"  # "sync" (0x82) or "bulk" (0x92)
+    watchdog_ms: int = 100  # bus watchdog armed while the loop runs (20 ms units, up to 2540; 0 = off)
 
     def __post_init__(self):
         super().__post_init__()
         if self.read_mode not in ("sync", "bulk"):
             raise ConfigError(f"DynamixelConfig.read_mode must be 'sync' or 'bulk', got {self.read_mode!r}")
+        if not isinstance(self.watchdog_ms, int) or isinstance(self.watchdog_ms, bool) \
+                or not 0 <= self.watchdog_ms <= 127 * WATCHDOG_UNIT_MS:
+            raise ConfigError(f"DynamixelConfig.watchdog_ms must be an integer 0..{127 * WATCHDOG_UNIT_MS} (0 = off), "
+                              f"got {self.watchdog_ms!r}")
 
 
 def _signed32(v: int) -> int:
     return v - (1 << 32) if v & 0x80000000 else v
 
 
-class DynamixelLink(ArmLink):
+class DynamixelLink(ServoBusLink):
     protocol = "dynamixel"
+    hint = "Check power, cable, ids and baud rate"
+    ADDR_TORQUE, ADDR_GOAL, GOAL_SIZE = ADDR_TORQUE_ENABLE, ADDR_GOAL_POSITION, 4
+    ADDR_PRESENT, PRESENT_SIZE = ADDR_PRESENT_POSITION, 4
 
-    def __init__(self, config: DynamixelConfig, mapping=None, limits=None):
-        super().__init__(config, mapping, limits)
-        self._sdk = None
-        self._port = self._ph = self._reader = self._writer = None
+    def _import_sdk(self):
+        return import_sdk()
 
-    def _fail(self, what: str, result: Optional[int] = None, exc: Optional[BaseException] = None) -> ArmLinkError:
-        detail = self._ph.getTxRxResult(result) if (result is not None and self._ph) else str(exc)
-        return ArmLinkError(f"dynamixel bus {self.config.port}: {what} failed ({detail}) for ids "
-                            f"{list(self.config.ids)} at {self.config.baudrate} baud. Check power, cable, ids and baud "
-                            "rate; the next call reopens the port.")
+    def _packet_handler(self, sdk):
+        return sdk.PacketHandler(2.0)
 
-    def _open(self) -> None:
-        sdk = self._sdk = import_sdk()
-        port = sdk.PortHandler(self.config.port)
-        try:
-            ok = port.openPort() and port.setBaudRate(self.config.baudrate)
-        except Exception as exc:  # serial.SerialException: no such device / permission
-            raise ArmLinkError(f"dynamixel bus: cannot open {self.config.port}: {exc}. Check the device path "
-                               "(ls /dev/ttyUSB*), the dialout group, and that the bus (or `imagewam-edge arm sim "
-                               "--protocol dynamixel`) is running") from exc
-        if not ok:
-            raise ArmLinkError(f"dynamixel bus: cannot set {self.config.baudrate} baud on {self.config.port}")
-        packet_timeout_floor(port, self.config.timeout_s)
-        self._port, self._ph = port, sdk.PacketHandler(2.0)
-        self._writer = sdk.GroupSyncWrite(port, self._ph, ADDR_GOAL_POSITION, 4)
-        if self.config.read_mode == "bulk":
-            self._reader = sdk.GroupBulkRead(port, self._ph)
-            for i in self.config.ids:
-                self._reader.addParam(i, ADDR_PRESENT_POSITION, 4)
-        else:
-            self._reader = sdk.GroupSyncRead(port, self._ph, ADDR_PRESENT_POSITION, 4)
-            for i in self.config.ids:
-                self._reader.addParam(i)
-
-    def _close(self) -> None:
-        if self._port is not None:
-            try:
-                self._port.closePort()
-            finally:
-                self._port = None
-
-    def _call(self, what, fn, *args):
-        try:
-            return fn(*args)
-        except Exception as exc:  # pyserial raises when the device disappears mid-transaction
-            raise self._fail(what, exc=exc) from exc
-
-    def _ping(self, id_: int) -> Optional[int]:
-        model, result, error = self._call("ping", self._ph.ping, self._port, id_)
-        return model if result == self._sdk.COMM_SUCCESS else None
-
-    def _read_raw(self) -> np.ndarray:
-        result = self._call(f"{self.config.read_mode} read of present position", self._reader.txRxPacket)
-        if result != self._sdk.COMM_SUCCESS:
-            self._port.clearPort()
-            raise self._fail(f"{self.config.read_mode} read of present position", result)
-        out = np.empty(len(self.config.ids), dtype=np.int64)
-        for k, i in enumerate(self.config.ids):
-            if not self._reader.isAvailable(i, ADDR_PRESENT_POSITION, 4):
-                raise self._fail(f"present position of id {i}", self._sdk.COMM_RX_CORRUPT)
-            out[k] = _signed32(self._reader.getData(i, ADDR_PRESENT_POSITION, 4))
-        return out
-
-    def _write_raw(self, raw: np.ndarray) -> None:
-        w = self._writer
-        w.clearParam()
-        for i, v in zip(self.config.ids, raw):
-            w.addParam(i, list(int(v & 0xFFFFFFFF).to_bytes(4, "little")))
-        result = self._call("sync write of goal position", w.txPacket)
-        if result != self._sdk.COMM_SUCCESS:
-            raise self._fail("sync write of goal position", result)
-
-    def _write1(self, what: str, addr: int, value: int) -> None:
+    def _make_reader(self, sdk, port, ph):
+        if self.config.read_mode != "bulk":
+            return super()._make_reader(sdk, port, ph)
+        reader = sdk.GroupBulkRead(port, ph)
         for i in self.config.ids:
-            result, error = self._call(what, self._ph.write1ByteTxRx, self._port, i, addr, value)
-            if result != self._sdk.COMM_SUCCESS:
-                raise self._fail(f"{what} on id {i}", result)
-            if error:
-                raise ControllerError(f"dynamixel id {i} on {self.config.port}: {what} answered with "
-                                      f"{self._ph.getRxPacketError(error)}; read register {ADDR_HARDWARE_ERROR} "
-                                      "(hardware error status) and reboot the servo")
+            reader.addParam(i, ADDR_PRESENT_POSITION, 4)
+        return reader
 
-    def _torque(self, on: bool) -> None:
-        self._write1("torque " + ("on" if on else "off"), ADDR_TORQUE_ENABLE, 1 if on else 0)
+    def _decode_present(self, v: int) -> int:
+        return _signed32(v)
 
-    def set_bus_watchdog(self, ms: int) -> None:
-        """Servo-side watchdog (register 98, units of 20 ms; 0 disables): stops the servo if the host goes silent."""
-        self._guard(self._write1, "bus watchdog", ADDR_BUS_WATCHDOG, max(0, min(127, int(ms) // 20)))
+    def _encode_goal(self, v: int) -> list:
+        return list(int(v & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    def _watchdog(self, ms: int) -> dict:
+        return self._set_all(ADDR_BUS_WATCHDOG, watchdog_units(ms), "bus watchdog")
+
+    @property
+    def watchdog_ms(self) -> int:
+        return self.config.watchdog_ms

@@ -19,7 +19,7 @@ from drivers.arm.base import ArmLink, LinkConfig
 from drivers.arm.mapping import JointMapping
 from drivers.arm.safety import SafetyLimits
 from drivers.errors import (ArmLinkError, ConfigError, ControllerError, EStopError, MissingDependencyError,
-                            ProtocolError, WatchdogTrippedError)
+                            PortClosedError, ProtocolError, ReplyCorruptError, ReplyLostError, WatchdogTrippedError)
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ class FramedLink(ArmLink):
         self._ser = None
         self._parser = FrameParser()
         self._seq = 0
+        self._read_seq = -1  # seq of the last READ_STATE (a reply to it arriving later was late)
         self.status = 0
         self.info: dict = {}
 
@@ -213,7 +214,7 @@ class FramedLink(ArmLink):
         try:
             self._ser.write(encode_frame(ftype, seq, payload))
         except Exception as exc:  # serial.SerialException / OSError: the device went away
-            raise ArmLinkError(f"framed link: write to {self.config.port} failed ({exc}); the controller or adapter "
+            raise PortClosedError(f"framed link: write to {self.config.port} failed ({exc}); the controller or adapter "
                                "is gone. Reconnect it; the next call reopens the port.") from exc
         return seq
 
@@ -227,7 +228,7 @@ class FramedLink(ArmLink):
                 self._ser.timeout = remaining
                 data = self._ser.read(max(1, self._ser.in_waiting))
             except Exception as exc:
-                raise ArmLinkError(f"framed link: read from {self.config.port} failed ({exc}); the controller or "
+                raise PortClosedError(f"framed link: read from {self.config.port} failed ({exc}); the controller or "
                                    "adapter is gone. Reconnect it; the next call reopens the port.") from exc
             for frame in self._parser.feed(data):
                 ref = struct.unpack_from("<H", frame.payload)[0] if len(frame.payload) >= 2 else NO_REF
@@ -241,6 +242,8 @@ class FramedLink(ArmLink):
                         raise self._controller_error(code, msg)
                 elif frame.type in expect and ref == seq:
                     return frame
+                elif frame.type == STATE and ref == self._read_seq and ref != seq:
+                    self.health.record_late()  # the previous request's reply, after it gave up
 
     def _controller_error(self, code: int, msg: str):
         port = self.config.port
@@ -256,13 +259,21 @@ class FramedLink(ArmLink):
             return ControllerError(f"framed controller on {port}: torque is off ({msg}); call torque(True) first")
         return ControllerError(f"framed controller on {port}: error {ERROR_NAMES.get(code, code)} ({msg})")
 
-    def _request(self, ftype: int, payload: bytes, expect: tuple) -> Frame:
+    def _request(self, ftype: int, payload: bytes, expect: tuple, budget_s: Optional[float] = None) -> Frame:
+        """Send a request and wait `budget_s` (default config.timeout_s) for its reply; ReplyLostError when nothing
+        valid came back (ReplyCorruptError when bad frames arrived meanwhile)."""
+        budget = self.config.timeout_s if budget_s is None else budget_s
+        bad_before = self._parser.bad_crc + self._parser.bad_length
         seq = self._send(ftype, payload)
-        reply = self._wait(seq, expect, self.config.timeout_s)
+        if ftype in (READ_STATE, COMMAND):
+            self._read_seq = seq
+        reply = self._wait(seq, expect, budget)
         if reply is None:
-            raise ArmLinkError(f"framed link: no reply from the controller on {self.config.port} within "
-                               f"{self.config.timeout_s * 1000:.0f} ms (request type 0x{ftype:02x}, seq {seq}). "
-                               "Check power, cable and baud rate; the next call reopens the port.")
+            corrupt = self._parser.bad_crc + self._parser.bad_length > bad_before
+            cls = ReplyCorruptError if corrupt else ReplyLostError
+            raise cls(f"framed link: no {'valid ' if corrupt else ''}reply from the controller on {self.config.port} "
+                      f"within {budget * 1000:.1f} ms (request type 0x{ftype:02x}, seq {seq}). Check power, cable "
+                      "and baud rate.")
         return reply
 
     def _control(self, ftype: int, payload: bytes = b"") -> None:
@@ -293,14 +304,26 @@ class FramedLink(ArmLink):
     def _ping(self, id_: int) -> Optional[int]:
         return 0 if id_ in self.info.get("ids", []) else None
 
-    def _read_raw(self) -> np.ndarray:
-        return self._state(self._request(READ_STATE, b"", (STATE,)))
+    def _read_raw(self, budget_s: float) -> np.ndarray:
+        return self._state(self._request(READ_STATE, b"", (STATE,), budget_s))
 
-    def _write_raw(self, raw: np.ndarray) -> None:
-        self._state(self._request(COMMAND, pack_positions(raw), (STATE,)))
+    def _write_raw(self, raw: np.ndarray, budget_s: float) -> np.ndarray:
+        """COMMAND; its reply is the controller's state, waited for at most `budget_s` (a refusal, e.g. watchdog
+        tripped or torque off, raises; a lost reply raises ReplyError, which the base counts without failing the
+        write: the command has left)."""
+        return self._state(self._request(COMMAND, pack_positions(raw), (STATE,), budget_s))
 
-    def _torque(self, on: bool) -> None:
-        self._control(TORQUE, bytes([1 if on else 0]))
+    def _torque_ids(self, on: bool) -> dict:
+        """The controller switches every joint with one acked TORQUE frame (retransmitted with the same seq)."""
+        try:
+            self._control(TORQUE, bytes([1 if on else 0]))
+            ok = True
+        except (PortClosedError, ControllerError):
+            raise
+        except ArmLinkError as exc:  # no ACK after the retries
+            log.error("framed link %s: %s", self.config.port, exc)
+            ok = False
+        return {i: ok for i in self.config.ids}
 
     # --- framed-only ------------------------------------------------------------------------------------------
     def heartbeat(self) -> int:

@@ -14,6 +14,11 @@ import numpy as np
 from drivers.errors import ConfigError, EStopError, SafetyError
 
 
+ON_OUT_OF_RANGE = ("fault", "clip")
+MAX_STEP_LIMIT = 1.0  # rad per command: above this a "limit" no longer limits anything
+MAX_VELOCITY_LIMIT = 20.0  # rad/s
+
+
 @dataclass(frozen=True)
 class SafetyLimits:
     """Per-joint limits in joint units (radians; grippers 0..1). Scalars apply to every joint."""
@@ -22,9 +27,12 @@ class SafetyLimits:
     upper: tuple
     max_velocity: tuple  # units per second
     max_step: tuple  # units per write, from the present position
+    on_out_of_range: str = "fault"  # a command beyond [lower, upper] by more than range_margin: "fault" or "clip"
+    range_margin: float = 0.1  # units
 
     @classmethod
-    def create(cls, n: int, lower=-math.pi, upper=math.pi, max_velocity=2.0, max_step=0.2) -> "SafetyLimits":
+    def create(cls, n: int, lower=-math.pi, upper=math.pi, max_velocity=2.0, max_step=0.2, on_out_of_range="fault",
+               range_margin=0.1) -> "SafetyLimits":
         def vec(name, v):
             arr = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) if np.ndim(v) == 0 else np.asarray(v, dtype=np.float64)
             if arr.shape != (n,):
@@ -33,12 +41,27 @@ class SafetyLimits:
                 raise ConfigError(f"safety limit {name!r} must be finite, got {arr.tolist()}")
             return tuple(float(x) for x in arr)
 
-        lim = cls(vec("lower", lower), vec("upper", upper), vec("max_velocity", max_velocity), vec("max_step", max_step))
+        if on_out_of_range not in ON_OUT_OF_RANGE:
+            raise ConfigError(f"safety limit 'on_out_of_range' must be one of {list(ON_OUT_OF_RANGE)}, got "
+                              f"{on_out_of_range!r}")
+        if not (isinstance(range_margin, (int, float)) and math.isfinite(range_margin) and 0 <= range_margin <= 1):
+            raise ConfigError(f"safety limit 'range_margin' must be a number in [0, 1] (joint units), got "
+                              f"{range_margin!r}")
+        lim = cls(vec("lower", lower), vec("upper", upper), vec("max_velocity", max_velocity), vec("max_step", max_step),
+                  on_out_of_range, float(range_margin))
         bad = [i for i, (lo, hi) in enumerate(zip(lim.lower, lim.upper)) if lo > hi]
         if bad:
             raise ConfigError(f"safety limits: lower > upper for joint index(es) {bad}")
         if min(lim.max_velocity) <= 0 or min(lim.max_step) <= 0:
             raise ConfigError("safety limits: max_velocity and max_step must be > 0 for every joint")
+        if max(lim.max_step) > MAX_STEP_LIMIT:
+            raise ConfigError(f"safety limit 'max_step' {max(lim.max_step):g} is more than {MAX_STEP_LIMIT:g} rad per "
+                              "command: that lets one command jump a joint across most of its range. Use the largest "
+                              "step the arm may make in one control period (0.05-0.2 rad is usual)")
+        if max(lim.max_velocity) > MAX_VELOCITY_LIMIT:
+            raise ConfigError(f"safety limit 'max_velocity' {max(lim.max_velocity):g} is more than "
+                              f"{MAX_VELOCITY_LIMIT:g} rad/s, faster than any servo arm this package drives; use the "
+                              "arm's rated joint speed or less (1-3 rad/s is usual)")
         return lim
 
     @classmethod
@@ -64,6 +87,14 @@ def check_finite(q: Sequence[float], what: str = "command") -> np.ndarray:
         raise SafetyError(f"{what} has non-finite values at joint index(es) {bad.tolist()} ({arr[bad].tolist()}); "
                           "nothing was sent. Check the policy output / action un-normalisation.", last_command=arr)
     return arr
+
+
+def beyond_limits(q: Sequence[float], limits: SafetyLimits) -> list:
+    """Joint indices where `q` lies outside [lower - range_margin, upper + range_margin] (NaN counts as beyond)."""
+    a = np.asarray(q, dtype=np.float64)
+    lo = np.asarray(limits.lower) - limits.range_margin
+    hi = np.asarray(limits.upper) + limits.range_margin
+    return np.flatnonzero(~((a >= lo) & (a <= hi))).tolist()
 
 
 def clip_command(q_cmd: Sequence[float], q_present: Optional[Sequence[float]], limits: SafetyLimits,

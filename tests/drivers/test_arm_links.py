@@ -166,7 +166,7 @@ def _reads(link):
 def test_framed_watchdog_stops_motion_when_heartbeats_stop():
     with SimulatedController("framed", ids=IDS, speed=0.5e6) as port:  # 0.5 rad/s
         link = make("framed", port, watchdog_ms=100)
-        link.limits = SafetyLimits.create(3, max_step=2.0, max_velocity=100.0)
+        link.limits = SafetyLimits.create(3, max_step=1.0, max_velocity=20.0)
         with link:
             link.torque(True)
             link.read_state()
