@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 
 import numpy as np
@@ -19,12 +21,17 @@ def command(sub, name: str, help: str, example: str, func) -> argparse.ArgumentP
 
 
 def parse_vector(text: str, what: str = "--state") -> np.ndarray:
+    """Numbers separated by commas and/or spaces ("0.1,-0.2,0.3", "0.1 -0.2 0.3", "0.1, -0.2, 0.3"); finite only."""
+    parts = [v for v in re.split(r"[,\s]+", text.strip().strip("[]()")) if v != ""]
     try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+        values = [float(v) for v in parts]
     except ValueError:
-        raise ConfigError(f"{what} must be comma-separated numbers like 0.1,-0.2,0.3, got {text!r}") from None
+        raise ConfigError(f"{what} must be numbers separated by commas or spaces, like 0.1,-0.2,0.3, got {text!r}") from None
     if not values:
-        raise ConfigError(f"{what} is empty; give comma-separated numbers like 0.1,-0.2,0.3")
+        raise ConfigError(f"{what} is empty; give numbers separated by commas or spaces, like 0.1,-0.2,0.3")
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        raise ConfigError(f"{what} has non-finite value(s) at index(es) {bad} in {text!r}; give finite numbers")
     return np.asarray(values, dtype=np.float64)
 
 
@@ -33,11 +40,13 @@ def read_image(path: str) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return np.asarray(img.convert("RGB"))  # decodes the whole file: a truncated one fails here
     except FileNotFoundError:
-        raise ConfigError(f"image {path} not found") from None
+        raise ConfigError(f"--image {path} not found; check the path") from None
     except UnidentifiedImageError:
-        raise ConfigError(f"{path} is not an image PIL can read (PNG, JPEG, ...)") from None
+        raise ConfigError(f"--image {path} is not an image PIL can read (PNG, JPEG, ...); pass an RGB image file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # truncated / corrupt data
+        raise ConfigError(f"--image {path} is truncated or corrupt ({exc}); save or copy the image again") from None
 
 
 def emit_json(obj) -> None:

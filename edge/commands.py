@@ -55,8 +55,13 @@ def _infer(args) -> int:
     if args.noise:
         try:
             noise = np.load(args.noise, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--noise {args.noise}: not a readable .npy file ({exc})") from None
+        except (OSError, ValueError, EOFError) as exc:
+            raise ConfigError(f"--noise {args.noise}: not a readable .npy file ({exc}); save it with "
+                              "numpy.save(FILE, array) as [horizon, action_dim] float32") from None
+        if not isinstance(noise, np.ndarray):
+            noise.close()
+            raise ConfigError(f"--noise {args.noise} is an .npz archive; pass one .npy array [horizon, action_dim] "
+                              "(numpy.save, not numpy.savez)")
     policy = load_policy(args)
     horizon, dim = policy.spec.horizon, policy.spec.action_dim
     if noise is not None and noise.size != horizon * dim:

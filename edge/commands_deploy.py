@@ -74,11 +74,17 @@ def _bundle(args) -> int:
 def _flash(args) -> int:
     import subprocess
     import sys
+    from pathlib import Path
 
-    from .deploy.flash import flash, remote_commands
+    from .deploy.flash import check_remote_tools, flash, remote_commands
 
     say = (lambda s: print(s, file=sys.stderr)) if args.json else print
     if args.host:
+        if not Path(args.bundle).exists():
+            raise ConfigError(f"bundle {args.bundle} not found; pass the archive or directory written by "
+                              "`imagewam-edge bundle`")
+        if not args.dry_run:
+            check_remote_tools()
         extra = [a for a, on in (("--dry-run", args.dry_run), ("--no-system", args.no_system)) if on]
         for cmd in remote_commands(args.bundle, args.host, extra):
             say("$ " + " ".join(cmd))

@@ -14,6 +14,8 @@ import logging
 import os
 import tempfile
 import time
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +35,47 @@ class PromptCache:
         self._index: dict[str, dict] = {}
         self._arrays: dict[str, np.ndarray] = {}
         if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        """Read the whole file now: a truncated or hand-edited cache is refused here, naming what is wrong."""
+        fix = "delete it and rebuild it with `imagewam-edge prompts add` (or copy it again from the workstation)"
+        try:
+            data = np.load(self.path, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ConfigError(f"prompt cache {self.path} is not a readable .npz file (truncated or corrupt: "
+                              f"{type(exc).__name__}: {exc}); {fix}") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ConfigError(f"prompt cache {self.path} holds a single array, not an .npz archive with `index`; {fix}")
+        with data:
+            if "index" not in data.files:
+                raise ConfigError(f"prompt cache {self.path} has no `index` array (it holds {sorted(data.files)[:6]}); "
+                                  f"{fix}")
             try:
-                with np.load(self.path, allow_pickle=False) as data:
-                    entries = json.loads(str(data["index"]))
-                    for entry in entries:
-                        self._index[entry["key"]] = entry
-                        self._arrays[entry["key"]] = np.asarray(data["emb_" + entry["key"]])
-            except (OSError, ValueError, KeyError) as exc:
-                raise ConfigError(f"prompt cache {self.path} is unreadable ({exc}); delete it and rebuild it with "
-                                  "`imagewam-edge prompts add`") from None
+                entries = json.loads(str(self._member(data, "index")))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"prompt cache {self.path}: `index` is not valid JSON ({exc}); {fix}") from None
+            if not isinstance(entries, list):
+                raise ConfigError(f"prompt cache {self.path}: `index` must be a JSON list of entries, got "
+                                  f"{type(entries).__name__}; {fix}")
+            for i, entry in enumerate(entries):
+                key = entry.get("key") if isinstance(entry, dict) else None
+                if not isinstance(key, str) or not isinstance(entry.get("instruction"), str):
+                    raise ConfigError(f"prompt cache {self.path}: `index[{i}]` needs string fields `key` and "
+                                      f"`instruction`, got {entry!r:.120}; {fix}")
+                if "emb_" + key not in data.files:
+                    raise ConfigError(f"prompt cache {self.path}: `index[{i}]` ({entry['instruction']!r}) has no "
+                                      f"array `emb_{key}`; {fix}")
+                self._index[key] = entry
+                self._arrays[key] = np.asarray(self._member(data, "emb_" + key))
+
+    def _member(self, data, name: str) -> np.ndarray:
+        try:
+            return data[name]
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+            raise ConfigError(f"prompt cache {self.path}: array `{name}` cannot be read (truncated or corrupt: "
+                              f"{type(exc).__name__}: {exc}); delete the file and rebuild it with "
+                              "`imagewam-edge prompts add`") from None
 
     def __len__(self) -> int:
         return len(self._index)

@@ -4,12 +4,12 @@
 format, prompt template, padding and the encoder identity that keys the prompt cache)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError, MissingDependencyError
+from .files import read_json_object, require_keys
 
 
 class OnnxTextEncoder:
@@ -25,7 +25,10 @@ class OnnxTextEncoder:
         except ImportError as exc:
             raise MissingDependencyError(f"the text encoder engine needs onnxruntime and tokenizers ({exc}): "
                                          "pip install onnxruntime tokenizers") from exc
-        self.meta = json.loads(meta_path.read_text())
+        fix = "export the text encoder again with `imagewam-edge export --text-encoder`"
+        self.meta = read_json_object(meta_path, fix)
+        require_keys(self.meta, ["identity", "prompt_template", "task_marker", "chat_format", "content_marker",
+                                 "max_length", "pad_token_id"], meta_path, fix)
         self.identity = self.meta["identity"]
         self.tokenizer = Tokenizer.from_file(str(engines / "tokenizer.json"))
         self.tokenizer.no_padding()  # the saved tokenizer may carry the exporter's padding settings: we pad here

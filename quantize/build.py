@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge.errors import ConfigError, MissingDependencyError
+from edge.files import read_json_object, require_keys
 from edge.manifest import profile_shapes, sha256_file, verify_files
 
 from .export import write_manifest
@@ -52,9 +53,9 @@ def device_compute_capability() -> tuple[int, int]:
 def plan_build(onnx_dir: Path, compute_capability: tuple[int, int]) -> dict:
     """Everything decided before TensorRT: manifest and checksums, precision vs GPU, per-component profiles."""
     manifest_path = onnx_dir / "manifest.json"
-    if not manifest_path.exists():
-        raise ConfigError(f"{manifest_path} not found: `build` reads a directory written by `export` or `quantize`")
-    manifest = json.loads(manifest_path.read_text())
+    fix = "`build` reads a directory written by `export` or `quantize`; export it again"
+    manifest = read_json_object(manifest_path, fix)
+    require_keys(manifest, ["components"], manifest_path, fix)
     if manifest.get("kind") != "onnx":
         raise ConfigError(f"{onnx_dir} holds {manifest.get('kind')} engines; build takes ONNX (from export/quantize)")
     if manifest.get("gate") == "failed":
@@ -65,7 +66,7 @@ def plan_build(onnx_dir: Path, compute_capability: tuple[int, int]) -> dict:
     verify_files(onnx_dir, manifest)
     components = {}
     for comp in manifest["components"]:
-        meta = json.loads((onnx_dir / f"{comp}.json").read_text())
+        meta = read_json_object(onnx_dir / f"{comp}.json", f"it is listed in {manifest_path}; export the directory again")
         components[comp] = {"onnx": onnx_dir / f"{comp}.onnx", "profile": profile_shapes(meta), "meta": meta}
     return {"manifest": manifest, "precision": precision, "components": components}
 

@@ -202,12 +202,10 @@ def _prompt_encoder(args):
         from edge.text_engine import OnnxTextEncoder
 
         return OnnxTextEncoder(args.engines)
-    import yaml
-
+    from .train_config import load_train_config
     from .variants import detect_variant
 
-    cfg_path = Path(args.checkpoint) / "train_config.yaml"
-    train_config = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
+    train_config = load_train_config(args.checkpoint)
     if detect_variant(args.checkpoint) == "ovis-u1":  # the cache holds the VLM's prompt token ids
         from .model.ovis_u1.backend import OvisPromptTokenizer, resolve_base as ovis_base
 
@@ -229,7 +227,12 @@ def _prompts_add(args) -> int:
 
     instructions = list(args.instruction)
     if args.file:
-        instructions += [line.strip() for line in Path(args.file).read_text().splitlines() if line.strip()]
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--file {args.file} cannot be read ({type(exc).__name__}: {exc}); give a UTF-8 text "
+                              "file with one instruction per line") from None
+        instructions += [line.strip() for line in text.splitlines() if line.strip()]
     if not instructions:
         raise ConfigError("no instruction given: use --instruction TEXT (repeatable) or --file FILE")
     if not args.prompt_cache and not args.engines:
@@ -250,12 +253,19 @@ def _prompts_add(args) -> int:
 
 
 def _prompts_list(args) -> int:
+    from pathlib import Path
+
+    from edge.errors import ConfigError
     from edge.prompt_cache import PromptCache
 
+    if not Path(args.prompt_cache).is_file():
+        raise ConfigError(f"--prompt-cache {args.prompt_cache} not found; create it with `imagewam-edge prompts add "
+                          f"--prompt-cache {args.prompt_cache} --instruction TEXT`")
     cache = PromptCache(args.prompt_cache)
     if args.json:
         emit_json({"entries": cache.entries()})
     else:
         for e in cache.entries():
-            print(f"{e['key']}  {e['tokens']:4d} x {e['width']}  {e['encoder']}  {e['instruction']}")
+            print(f"{e['key']}  {e.get('tokens', '?'):>4} x {e.get('width', '?')}  {e.get('encoder', '?')}  "
+                  f"{e['instruction']}")
     return 0

@@ -27,14 +27,14 @@ def _resolve(ref: str):
 
 def detect_variant(checkpoint: str | Path) -> str:
     """From train_config.yaml (`edge.variant`) if stated, else from the tensor names in model.pt."""
-    import yaml
+    from .train_config import load_train_config
 
     directory = Path(checkpoint)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     cfg_path = directory / "train_config.yaml"
     if cfg_path.exists():
-        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        cfg = load_train_config(directory)
         stated = (cfg.get("edge") or {}).get("variant")
         if stated:
             if stated not in POLICY_LOADERS:

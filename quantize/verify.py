@@ -2,10 +2,10 @@
 per component (same inputs) and for the whole control step (same noise), with the precision's gate thresholds."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edge.errors import ConfigError
+from edge.files import read_json_object
 from edge.recording import iter_observations
 
 from .gate import accuracy_report
@@ -14,10 +14,20 @@ from .gate import accuracy_report
 def verify_engines(engines: str | Path, observations_dir: str | Path | None = None, onnx_dir: str | Path | None = None,
                    max_observations: int = 16) -> dict:
     engines = Path(engines)
-    manifest = json.loads((engines / "manifest.json").read_text())
-    onnx_dir = Path(onnx_dir or manifest.get("onnx", {}).get("dir", ""))
+    if not engines.is_dir():
+        raise ConfigError(f"--engines {engines} is not a directory; pass the TensorRT engines directory written by "
+                          "`imagewam-edge build --onnx ONNX_DIR --out DIR`")
+    manifest = read_json_object(engines / "manifest.json", "--engines must be a TensorRT engines directory written by "
+                                "`imagewam-edge build --onnx ONNX_DIR --out DIR` (build it again if the file was lost)")
+    if manifest.get("kind") not in (None, "tensorrt"):
+        raise ConfigError(f"{engines / 'manifest.json'}: kind is {manifest.get('kind')!r}, not 'tensorrt'; verify "
+                          f"compares TensorRT engines with their ONNX: build them first with "
+                          f"`imagewam-edge build --onnx {engines} --out DIR`, then verify DIR")
+    onnx_info = manifest.get("onnx") if isinstance(manifest.get("onnx"), dict) else {}
+    onnx_dir = Path(onnx_dir or onnx_info.get("dir") or "")
     if not (onnx_dir / "manifest.json").exists():
-        raise ConfigError(f"the ONNX engines these were built from are not at {onnx_dir}; pass --onnx DIR")
+        raise ConfigError(f"the ONNX engines these were built from are not at {onnx_dir} ({engines / 'manifest.json'} "
+                          "field onnx.dir); pass --onnx DIR")
     if observations_dir:
         observations = list(iter_observations(observations_dir))[:max_observations]
     else:

@@ -7,13 +7,13 @@ Nothing here runs on a machine without an NVIDIA GPU: it is kept thin, imported 
 (manifest checks, profiles) is tested on the CPU."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, MissingDependencyError
+from ..files import read_json_object
 from ..manifest import check_tensorrt_manifest, verify_files
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class TensorRTBackend:
         manifest_path = self.engines / "manifest.json"
         if not manifest_path.exists():
             raise ConfigError(f"{manifest_path} not found: build the engines with `imagewam-edge build`")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_json_object(manifest_path, "build the engines again with `imagewam-edge build`")
         device = cuda.Device(0)
         check_tensorrt_manifest(manifest, trt.__version__, device.compute_capability(), where=str(self.engines))
         verify_files(self.engines, manifest, [f"{c}.engine" for c in components])
@@ -105,7 +105,7 @@ class TensorRTBackend:
         self.stream = cuda.Stream()
         self.parts = {}
         for comp in components:
-            meta = json.loads((self.engines / f"{comp}.json").read_text())
+            meta = read_json_object(self.engines / f"{comp}.json", "build the engines again with `imagewam-edge build`")
             self.parts[comp] = _Engine(trt, cuda, self.runtime, self.engines / f"{comp}.engine", meta)
         log.info("TensorRT %s on %s (sm %s): %s", trt.__version__, device.name(), device.compute_capability(),
                  ", ".join(components))

@@ -12,6 +12,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import ConfigError
+from ..files import read_json_object
 from ..targets import allowed_precisions
 
 
@@ -184,7 +186,10 @@ def check_engines(engines: Path | None, cc: tuple[int, int] | None) -> list[Chec
     mf = engines / "manifest.json"
     if not mf.exists():
         return [Check("engines", "fail", f"{engines}: no manifest.json", "export/build the engines again")]
-    manifest = json.loads(mf.read_text())
+    try:
+        manifest = read_json_object(mf, "export/build the engines again")
+    except ConfigError as exc:
+        return [Check("engines", "fail", str(exc), "export/build the engines again, or copy the directory again")]
     detail = f"{engines}: {manifest.get('kind')} {manifest.get('precision')}"
     if manifest.get("kind") != "tensorrt":
         return [Check("engines", "info", detail, "" if cc is None else f"build TensorRT engines: imagewam-edge build --onnx {engines} --out DIR")]

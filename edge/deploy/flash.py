@@ -21,7 +21,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -195,8 +197,12 @@ def flash(bundle: str | Path, root: str | Path = "/", dry_run: bool = False, no_
         raise ConfigError(f"--root {root} installs into a staging tree: the device-wide steps (udev, groups, systemd, "
                           "power) would hit this machine; add --dry-run or --no-system")
     with tempfile.TemporaryDirectory() as work:
-        bundle_dir = open_bundle(bundle, Path(work))
-        steps, manifest = plan(bundle_dir, root, user, exe_list, no_system)
+        bundle_dir = _open_bundle(bundle, Path(work))
+        try:
+            steps, manifest = plan(bundle_dir, root, user, exe_list, no_system)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{bundle_dir / 'bundle.json'}: field {exc} is missing or malformed; rebuild the "
+                              "bundle with `imagewam-edge bundle`") from None
         partial = root / "opt/imagewam/releases" / f".{manifest['version']}.partial"
         done = []
         try:
@@ -218,6 +224,33 @@ def flash(bundle: str | Path, root: str | Path = "/", dry_run: bool = False, no_
                              f"the current installation is still {prev}") from exc
     return {"version": manifest["version"], "root": str(root), "dry_run": dry_run, "steps": [s.title for s in steps],
             "done": done}
+
+
+def _open_bundle(bundle: str | Path, work: Path) -> Path:
+    """open_bundle with a truncated archive or a corrupt bundle.json refused by name instead of a traceback."""
+    if not Path(bundle).exists():
+        raise ConfigError(f"bundle {bundle} not found; pass the archive or directory written by `imagewam-edge bundle`")
+    fix = "copy the bundle again (interrupted transfer?) or rebuild it with `imagewam-edge bundle`"
+    try:
+        return open_bundle(bundle, work)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise ConfigError(f"bundle {bundle} cannot be read as a .tar.gz archive ({type(exc).__name__}: {exc}); "
+                          f"{fix}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"bundle {bundle}: bundle.json is not valid JSON ({exc}); {fix}") from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"bundle {bundle}: bundle.json field {exc} is missing or malformed; {fix}") from None
+
+
+def check_remote_tools(tools: tuple[str, ...] = ("rsync", "ssh")) -> None:
+    """`flash --host` copies with rsync and runs over ssh: refuse before starting if either is not installed here."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pkgs = " ".join("openssh-client" if t == "ssh" else t for t in missing)
+        raise ConfigError(f"`flash --host` needs {' and '.join(missing)} on this machine, and {'they are' if len(missing) > 1 else 'it is'} "
+                          f"not on PATH; install {'them' if len(missing) > 1 else 'it'}: sudo apt-get install {pkgs} "
+                          "(the device needs rsync too), or copy the bundle yourself and run `imagewam-edge flash "
+                          "BUNDLE` on the device")
 
 
 def remote_commands(bundle: str | Path, host: str, extra: list[str]) -> list[list[str]]:

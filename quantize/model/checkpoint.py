@@ -157,7 +157,7 @@ def load_state(path: Path) -> dict:
 
 
 def load_checkpoint(directory: str | Path, dtype: torch.dtype | None = None, axes_dim=None) -> ImageWAMCheckpoint:
-    import yaml
+    from ..train_config import load_train_config
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -167,9 +167,7 @@ def load_checkpoint(directory: str | Path, dtype: torch.dtype | None = None, axe
     if not (directory / "dataset_stats.json").exists():
         raise CheckpointError(f"{directory}/dataset_stats.json is missing: copy it from the training run "
                               "(actions cannot be un-normalised without it)")
-    train_config = {}
-    if (directory / "train_config.yaml").exists():
-        train_config = yaml.safe_load((directory / "train_config.yaml").read_text()) or {}
+    train_config = load_train_config(directory)
     stored = parse_dtype(payload.get("torch_dtype", "float32"))
 
     video, action, unexpected = split_mot(payload["mot"], where)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from edge.errors import CheckpointError
+from edge.files import read_json_object, require_keys
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,10 @@ class Qwen3TextEncoder:
                     f"{path / marker} not found: copy the `{what}/` folder of the FLUX.2 klein base release "
                     "(diffusers layout) there, or pass --base DIR pointing at the release")
         self.layers, self.max_length, self.dtype = tuple(int(i) for i in layers), int(max_length), dtype
-        config = json.loads((self.model_dir / "config.json").read_text())
+        config = read_json_object(self.model_dir / "config.json", "copy the `text_encoder/` folder of the FLUX.2 klein "
+                                  "base release again (diffusers layout)", CheckpointError)
+        require_keys(config, ["hidden_size", "num_hidden_layers"], self.model_dir / "config.json",
+                     "copy the `text_encoder/` folder of the FLUX.2 klein base release again", CheckpointError)
         n_layers = int(config.get("num_hidden_layers", 0))
         if max(self.layers) > n_layers:
             raise CheckpointError(f"{self.model_dir}: text layers {self.layers} exceed the model's {n_layers} layers")

@@ -12,13 +12,13 @@ Strict (missing / unexpected / mis-shaped tensors are named), memory-frugal (mod
 read tensor by tensor, modules built on the meta device and the tensors assigned in their stored dtype)."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 
 from edge.errors import CheckpointError
+from edge.files import read_json_object
 
 from ..checkpoint import ImageWAMCheckpoint, _count_blocks, _shape, load_state, official_state_dict, parse_dtype, split_mot, strict_assign  # noqa: F401
 from .action_expert import YakExpertConfig
@@ -75,7 +75,7 @@ def infer_expert_config(sd: dict, where: str) -> YakExpertConfig:
 
 
 def load_checkpoint(directory: str | Path, dtype: torch.dtype | None = None) -> OvisCheckpoint:
-    import yaml
+    from ...train_config import load_train_config
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -86,7 +86,7 @@ def load_checkpoint(directory: str | Path, dtype: torch.dtype | None = None) -> 
         raise CheckpointError(f"{directory}/dataset_stats.json is missing: copy it from the training run "
                               "(actions cannot be un-normalised without it)")
     cfg_path = directory / "train_config.yaml"
-    train_config = (yaml.safe_load(cfg_path.read_text()) or {}) if cfg_path.exists() else {}
+    train_config = load_train_config(directory)
     edge_cfg = train_config.get("edge", {}) if isinstance(train_config, dict) else {}
     video, action, unexpected = split_mot(payload["mot"], where)
     if unexpected:
@@ -132,7 +132,8 @@ class BaseRelease:
         if not (self.base / "config.json").exists():
             raise CheckpointError(f"{self.base}/config.json not found: point --base at the Ovis-U1 base release "
                                   "(AIDC-AI/Ovis-U1-3B: config.json, *.safetensors, tokenizer files)")
-        self.config = json.loads((self.base / "config.json").read_text())
+        self.config = read_json_object(self.base / "config.json", "download the Ovis-U1 base release again "
+                                       "(AIDC-AI/Ovis-U1-3B) and point --base at it", CheckpointError)
         files = sorted(self.base.glob("*.safetensors"))
         if not files:
             raise CheckpointError(f"{self.base} holds no *.safetensors weights")
@@ -140,9 +141,13 @@ class BaseRelease:
 
         self.index: dict[str, Path] = {}
         for f in files:
-            with safe_open(str(f), framework="pt") as handle:
-                for key in handle.keys():
-                    self.index[key] = f
+            try:
+                with safe_open(str(f), framework="pt") as handle:
+                    for key in handle.keys():
+                        self.index[key] = f
+            except Exception as exc:  # SafetensorError (truncated header), OSError
+                raise CheckpointError(f"{f} is not a readable safetensors file ({type(exc).__name__}: {exc}); "
+                                      "download it again from AIDC-AI/Ovis-U1-3B (interrupted download?)") from None
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         from safetensors import safe_open
@@ -189,7 +194,8 @@ def tokenizer_config(base: BaseRelease) -> VisualTokenizerConfig:
 
 def preprocess_config(base: BaseRelease, patch_size: int, hidden_stride: int) -> ImagePreprocess:
     path = base.base / "preprocessor_config.json"
-    pc = json.loads(path.read_text()) if path.exists() else {}
+    pc = read_json_object(path, "download the Ovis-U1 base release again (AIDC-AI/Ovis-U1-3B) or delete the file "
+                          "to use the defaults", CheckpointError) if path.exists() else {}
     return ImagePreprocess(patch_size=int(pc.get("patch_size", patch_size)),
                            hidden_stride=int(pc.get("hidden_stride", hidden_stride)),
                            min_pixels=int(pc.get("min_pixels", 448 * 448)), max_pixels=int(pc.get("max_pixels", 1792 * 1792)),
