@@ -2,7 +2,10 @@
 
 Each server keeps a motor model (present position follows the goal at a limited speed while torque is on),
 parses incoming bytes with resync (bytes before a header are skipped, a bad checksum drops one byte), and
-returns the reply bytes. Pure logic: no I/O here, so it is testable byte by byte."""
+returns the reply PACKETS as a list (`feed_packets` / `tick_packets`; `feed` / `tick` join them), so the byte
+pump (drivers.arm.sim.serve) can drop, corrupt or delay each packet (drivers.arm.sim_faults). With `events` set
+to a list, the servers append what the simulator log records (goal writes, torque writes, watchdog trips; see
+drivers.arm.sim_log). Pure logic: no I/O here, so it is testable byte by byte."""
 from __future__ import annotations
 
 import struct
@@ -36,9 +39,51 @@ class Motors:
             self.pos[i] += move
             self.vel[i] = move / dt if dt > 0 else 0.0
 
-    def hold(self) -> None:
-        for i in self.ids:
+    def hold(self, ids: Optional[Sequence[int]] = None) -> None:
+        for i in self.ids if ids is None else ids:
             self.goal[i] = self.pos[i]
+
+
+class SimServer:
+    """Common part of the three servers: the packet-list API, the event list, the end state."""
+
+    motors: Motors
+
+    def __init__(self):
+        self.events: Optional[list] = None  # set to [] to record events (the pump drains it)
+        self._now = time.monotonic()
+
+    def _emit(self, ev: str, **fields) -> None:
+        if self.events is not None:
+            self.events.append({"t": round(self._now, 6), "ev": ev, **fields})
+
+    def _emit_goals(self, goals: dict, ignored: Sequence[int] = ()) -> None:
+        if goals and self.events is not None:
+            ev = {"goals": {str(i): int(v) for i, v in goals.items()}}
+            if ignored:
+                ev["ignored"] = list(ignored)
+            self._emit("goal", **ev)
+
+    def _emit_torque(self, id_: int, on: bool) -> None:
+        self._emit("torque", id=id_, on=bool(on))
+
+    def tick_packets(self, now: float) -> list:
+        raise NotImplementedError
+
+    def feed_packets(self, data: bytes, now: float) -> list:
+        raise NotImplementedError
+
+    def tick(self, now: float) -> bytes:
+        return b"".join(self.tick_packets(now))
+
+    def feed(self, data: bytes, now: float) -> bytes:
+        return b"".join(self.feed_packets(data, now))
+
+    def end_state(self) -> dict:
+        """Final torque state and positions (raw) per id, for the log's "end" line."""
+        m = self.motors
+        return {"torque": {str(i): bool(m.torque[i]) for i in m.ids},
+                "pos": {str(i): int(round(m.pos[i])) for i in m.ids}}
 
 
 # --- Dynamixel Protocol 2.0 ------------------------------------------------------------------------------------
@@ -77,10 +122,23 @@ X_MODEL = 1060  # XL430-W250
 X_TABLE_SIZE = 700
 
 
-class DynamixelServer:
+class DynamixelServer(SimServer):
+    """X-series servos (XL430 control table) on one Protocol 2.0 bus.
+
+    Bus watchdog (address 98, ROBOTIS X-series e-manual "Bus Watchdog(98)"): 0 disables it and clears its error,
+    1..127 arms it in units of 20 ms, -1 (0xFF) is the error state. While Torque Enable(64) is 1, a servo whose
+    bus saw no valid instruction packet (any id, any instruction) for longer than the set time stops (holds its
+    present position) and reads -1; the goal values (Goal PWM 100 .. Goal Position 116) are then read-only:
+    writing them answers a Data Range Error (and a sync write is ignored for that id) until 98 is written 0.
+    Here, writing another non-zero value while tripped is refused too (Data Range Error): write 0 first."""
+
     PRESENT, GOAL, TORQUE, WATCHDOG, VELOCITY = 132, 116, 64, 98, 128
+    GOAL_VALUES = (100, 120)  # Goal PWM(100), Goal Current(102), Goal Velocity(104) .. Goal Position(116, 4 B)
+    WD_TRIPPED = 0xFF
+    ERR_DATA_RANGE, ERR_ACCESS = 0x04, 0x07  # Protocol 2.0 status packet error numbers
 
     def __init__(self, ids: Sequence[int], speed: float = 2000.0, start: int = 2048):
+        super().__init__()
         self.motors = Motors(ids, start, speed)
         self.tables = {i: bytearray(X_TABLE_SIZE) for i in ids}
         for i, t in self.tables.items():
@@ -90,68 +148,98 @@ class DynamixelServer:
         self.bad_crc = self.garbage = self.packets = 0
         self._last_rx = time.monotonic()
 
-    def tick(self, now: float) -> bytes:
+    def tick_packets(self, now: float) -> list:
+        self._now = now
         m = self.motors
-        for i, t in self.tables.items():  # bus watchdog (units of 20 ms): freeze motion when the host is silent
+        tripped = []
+        for i, t in self.tables.items():  # bus watchdog (units of 20 ms): stop when the host is silent
             wd = t[self.WATCHDOG]
-            if 0 < wd < 128 and now - self._last_rx > wd * 0.02 and m.torque[i]:
+            if 0 < wd < 128 and m.torque[i] and now - self._last_rx > wd * 0.02:
                 m.goal[i] = m.pos[i]
-                t[self.WATCHDOG] = 0xFF  # -1: watchdog error, cleared by writing 0
+                t[self.WATCHDOG] = self.WD_TRIPPED
+                tripped.append((i, wd * 20))
+        if tripped:
+            for ms in sorted({ms for _, ms in tripped}):
+                self._emit("watchdog", ids=[i for i, v in tripped if v == ms], timeout_ms=ms,
+                           silent_ms=round((now - self._last_rx) * 1000.0, 1))
         m.update(now)
         for i, t in self.tables.items():
             t[self.PRESENT:self.PRESENT + 4] = struct.pack("<i", int(round(m.pos[i])))
             t[self.VELOCITY:self.VELOCITY + 4] = struct.pack("<i", int(m.vel[i] / 0.229 / 4096 * 60))
-        return b""
+        return []
 
     def _status(self, id_: int, params: bytes = b"", error: int = 0) -> bytes:
         return dxl_packet(id_, 0x55, bytes([error]) + params)
 
-    def _write(self, id_: int, addr: int, data: bytes) -> None:
+    def _write(self, id_: int, addr: int, data: bytes) -> int:
+        """Write one servo's control table; returns the status packet's error number (0: done)."""
         t, m = self.tables[id_], self.motors
-        if addr == self.GOAL and self.tables[id_][self.WATCHDOG] == 0xFF:
-            return  # watchdog error: goal writes ignored until the watchdog register is cleared
-        t[addr:addr + len(data)] = data
-        if addr <= self.TORQUE < addr + len(data):
+        end = addr + len(data)
+        if end > X_TABLE_SIZE:
+            return self.ERR_ACCESS
+        tripped = t[self.WATCHDOG] == self.WD_TRIPPED
+        if tripped and addr < self.GOAL_VALUES[1] and end > self.GOAL_VALUES[0]:
+            return self.ERR_DATA_RANGE  # goal values are read-only while the bus watchdog is tripped
+        if addr <= self.WATCHDOG < end:
+            wd = data[self.WATCHDOG - addr]
+            if wd > 127 or (tripped and wd != 0):
+                return self.ERR_DATA_RANGE
+        t[addr:end] = data
+        if addr <= self.TORQUE < end:
             m.torque[id_] = bool(t[self.TORQUE])
+            self._emit_torque(id_, m.torque[id_])
             if not m.torque[id_]:
-                m.hold()
-        if addr <= self.GOAL and addr + len(data) >= self.GOAL + 4:
+                m.hold([id_])
+        if addr <= self.GOAL and end >= self.GOAL + 4:
             m.goal[id_] = float(struct.unpack_from("<i", t, self.GOAL)[0])
+        return 0
 
-    def handle(self, id_: int, inst: int, p: bytes) -> bytes:
-        out = b""
+    def _write_goal(self, id_: int, addr: int, data: bytes, goals: dict, ignored: list) -> int:
+        err = self._write(id_, addr, data)
+        if addr <= self.GOAL and addr + len(data) >= self.GOAL + 4:
+            goals[id_] = struct.unpack_from("<i", data, self.GOAL - addr)[0]
+            if err:
+                ignored.append(id_)
+        return err
+
+    def handle(self, id_: int, inst: int, p: bytes) -> list:
+        out = []
         ids = self.tables
         if inst == 0x01:  # ping
             targets = list(ids) if id_ == 0xFE else ([id_] if id_ in ids else [])
             for i in targets:
-                out += self._status(i, self.tables[i][0:2] + bytes([45]))
+                out.append(self._status(i, self.tables[i][0:2] + bytes([45])))
         elif inst == 0x02 and id_ in ids:  # read
             addr, n = struct.unpack_from("<HH", p)
-            out = self._status(id_, bytes(self.tables[id_][addr:addr + n]))
+            out.append(self._status(id_, bytes(self.tables[id_][addr:addr + n])))
         elif inst == 0x03 and id_ in ids:  # write
             (addr,) = struct.unpack_from("<H", p)
-            self._write(id_, addr, p[2:])
-            out = self._status(id_)
+            goals, ignored = {}, []
+            err = self._write_goal(id_, addr, p[2:], goals, ignored)
+            self._emit_goals(goals, ignored)
+            out.append(self._status(id_, error=err))
         elif inst == 0x82:  # sync read: addr, len, ids...
             addr, n = struct.unpack_from("<HH", p)
             for i in p[4:]:
                 if i in ids:
-                    out += self._status(i, bytes(self.tables[i][addr:addr + n]))
+                    out.append(self._status(i, bytes(self.tables[i][addr:addr + n])))
         elif inst == 0x83:  # sync write: addr, len, (id, data[len])...
             addr, n = struct.unpack_from("<HH", p)
+            goals, ignored = {}, []
             for k in range(4, len(p) - n + 1, n + 1):
                 if p[k] in ids:
-                    self._write(p[k], addr, p[k + 1:k + 1 + n])
+                    self._write_goal(p[k], addr, p[k + 1:k + 1 + n], goals, ignored)
+            self._emit_goals(goals, ignored)
         elif inst == 0x92:  # bulk read: (id, addr, len)...
             for k in range(0, len(p) - 4, 5):
                 i, addr, n = p[k], *struct.unpack_from("<HH", p, k + 1)
                 if i in ids:
-                    out += self._status(i, bytes(self.tables[i][addr:addr + n]))
+                    out.append(self._status(i, bytes(self.tables[i][addr:addr + n])))
         return out
 
-    def feed(self, data: bytes, now: float) -> bytes:
+    def feed_packets(self, data: bytes, now: float) -> list:
         self.buf += data
-        buf, out = self.buf, b""
+        buf, out = self.buf, []
         while True:
             k = buf.find(DXL_HEADER)
             if k < 0:
@@ -177,8 +265,8 @@ class DynamixelServer:
                 continue
             del buf[:total]
             self.packets += 1
+            self.tick_packets(now)  # the watchdog judges the silence BEFORE this packet, as the servo would
             self._last_rx = now
-            self.tick(now)
             body = dxl_unstuff(pkt[7:total - 2])
             out += self.handle(pkt[4], body[0], body[1:])
 
@@ -192,59 +280,70 @@ def sts_packet(id_: int, code: int, params: bytes) -> bytes:
     return b"\xFF\xFF" + body + bytes([~sum(body) & 0xFF])
 
 
-class FeetechServer:
+class FeetechServer(SimServer):
+    """STS3215 servos (SO-100/101) on one bus. The STS control table has no host-silence watchdog: a servo keeps
+    its last goal (and torque) until the host writes otherwise, so the host must switch torque off itself."""
+
     PRESENT, GOAL, TORQUE = 56, 42, 40
+    TABLE_SIZE = 128
 
     def __init__(self, ids: Sequence[int], speed: float = 2000.0, start: int = 2048):
+        super().__init__()
         self.motors = Motors(ids, start, speed)
-        self.tables = {i: bytearray(128) for i in ids}
+        self.tables = {i: bytearray(self.TABLE_SIZE) for i in ids}
         for i, t in self.tables.items():
             t[3:5] = struct.pack("<H", STS_MODEL)
             t[5] = i
         self.buf = bytearray()
         self.bad_crc = self.garbage = self.packets = 0
 
-    def tick(self, now: float) -> bytes:
+    def tick_packets(self, now: float) -> list:
+        self._now = now
         self.motors.update(now)
         for i, t in self.tables.items():
             v = int(round(self.motors.pos[i]))
             t[self.PRESENT:self.PRESENT + 2] = struct.pack("<H", (-v | 0x8000) if v < 0 else v)
-        return b""
+        return []
 
-    def _write(self, id_: int, addr: int, data: bytes) -> None:
+    def _write(self, id_: int, addr: int, data: bytes, goals: dict) -> None:
         t, m = self.tables[id_], self.motors
+        if addr + len(data) > self.TABLE_SIZE:
+            return
         t[addr:addr + len(data)] = data
         if addr <= self.TORQUE < addr + len(data):
             m.torque[id_] = bool(t[self.TORQUE])
+            self._emit_torque(id_, m.torque[id_])
             if not m.torque[id_]:
-                m.hold()
+                m.hold([id_])
         if addr <= self.GOAL and addr + len(data) >= self.GOAL + 2:
             v = struct.unpack_from("<H", t, self.GOAL)[0]
             m.goal[id_] = float(-(v & 0x7FFF) if v & 0x8000 else v)
+            goals[id_] = int(m.goal[id_])
 
-    def handle(self, id_: int, inst: int, p: bytes) -> bytes:
-        ids, out = self.tables, b""
+    def handle(self, id_: int, inst: int, p: bytes) -> list:
+        ids, out, goals = self.tables, [], {}
         if inst == 0x01 and id_ in ids:
-            out = sts_packet(id_, 0, b"")
+            out.append(sts_packet(id_, 0, b""))
         elif inst == 0x02 and id_ in ids:
-            out = sts_packet(id_, 0, bytes(self.tables[id_][p[0]:p[0] + p[1]]))
+            out.append(sts_packet(id_, 0, bytes(self.tables[id_][p[0]:p[0] + p[1]])))
         elif inst == 0x03 and id_ in ids:
-            self._write(id_, p[0], p[1:])
-            out = sts_packet(id_, 0, b"")
+            self._write(id_, p[0], p[1:], goals)
+            out.append(sts_packet(id_, 0, b""))
         elif inst == 0x82:  # sync read: addr, len, ids...
             for i in p[2:]:
                 if i in ids:
-                    out += sts_packet(i, 0, bytes(self.tables[i][p[0]:p[0] + p[1]]))
+                    out.append(sts_packet(i, 0, bytes(self.tables[i][p[0]:p[0] + p[1]])))
         elif inst == 0x83:  # sync write: addr, len, (id, data)...
             addr, n = p[0], p[1]
             for k in range(2, len(p) - n + 1, n + 1):
                 if p[k] in ids:
-                    self._write(p[k], addr, p[k + 1:k + 1 + n])
+                    self._write(p[k], addr, p[k + 1:k + 1 + n], goals)
+        self._emit_goals(goals)
         return out
 
-    def feed(self, data: bytes, now: float) -> bytes:
+    def feed_packets(self, data: bytes, now: float) -> list:
         self.buf += data
-        buf, out = self.buf, b""
+        buf, out = self.buf, []
         while True:
             k = buf.find(b"\xFF\xFF")
             if k < 0:
@@ -269,18 +368,19 @@ class FeetechServer:
                 continue
             del buf[:total]
             self.packets += 1
-            self.tick(now)
+            self.tick_packets(now)
             out += self.handle(pkt[2], pkt[4], pkt[5:-1])
 
 
 # --- framed protocol controller -------------------------------------------------------------------------------
 
 
-class FramedServer:
+class FramedServer(SimServer):
     """Controller side of docs/framed_protocol.md: watchdog, latched e-stop, acked control frames, errors."""
 
     def __init__(self, ids: Sequence[int], speed: float = 2.0e6, start: int = 0, watchdog_ms: int = 200,
                  garbage_every: int = 0, corrupt_every: int = 0):
+        super().__init__()
         self.ids = list(ids)
         self.motors = Motors(self.ids, start, speed)  # positions in microradians
         self.watchdog_ms = watchdog_ms
@@ -319,20 +419,25 @@ class FramedServer:
         vel = fp.pack_positions([int(round(m.vel[i])) for i in self.ids])
         return self._frame(fp.STATE, ref, bytes([self.status()]) + pos + vel)
 
-    def tick(self, now: float) -> bytes:
-        out = b""
+    def tick_packets(self, now: float) -> list:
+        self._now = now
+        out = []
         m = self.motors
         if (self.watchdog_ms and not self.tripped and m.torque[self.ids[0]]
                 and now - self._last_rx > self.watchdog_ms / 1000.0):
             self.tripped = True
             m.hold()
-            out = self._error(fp.NO_REF, fp.E_WATCHDOG, f"no host frame for {self.watchdog_ms} ms: holding position")
+            self._emit("watchdog", ids=list(self.ids), timeout_ms=self.watchdog_ms,
+                       silent_ms=round((now - self._last_rx) * 1000.0, 1))
+            out.append(self._error(fp.NO_REF, fp.E_WATCHDOG, f"no host frame for {self.watchdog_ms} ms: holding "
+                                                             "position"))
         m.update(now)
         return out
 
     def _set_torque(self, on: bool) -> None:
         for i in self.ids:
             self.motors.torque[i] = on
+            self._emit_torque(i, on)
         self.motors.hold()
 
     def handle(self, f: fp.Frame, now: float) -> bytes:
@@ -353,6 +458,9 @@ class FramedServer:
                 return self._error(f.seq, fp.E_BAD_PAYLOAD, str(exc))
             if goal.size != len(self.ids):
                 return self._error(f.seq, fp.E_BAD_PAYLOAD, f"{goal.size} joints, controller has {len(self.ids)}")
+            goals = dict(zip(self.ids, goal.tolist()))
+            refused = self.estop or self.tripped or not self.motors.torque[self.ids[0]]
+            self._emit_goals(goals, list(self.ids) if refused else ())
             if self.estop:
                 return self._error(f.seq, fp.E_ESTOP, "e-stop latched: send CLEAR_ESTOP then TORQUE on")
             if self.tripped:
@@ -375,6 +483,7 @@ class FramedServer:
                     self.tripped = False
             elif t == fp.ESTOP:
                 self.estop = True
+                self._emit("estop")
                 self._set_torque(False)
             elif t == fp.CLEAR_ESTOP:
                 self.estop = False
@@ -385,11 +494,14 @@ class FramedServer:
             return ack
         return self._error(f.seq, fp.E_UNKNOWN_TYPE, f"unknown frame type 0x{t:02x}")
 
-    def feed(self, data: bytes, now: float) -> bytes:
-        out = b""
+    def feed_packets(self, data: bytes, now: float) -> list:
+        out = []
         for f in self.parser.feed(data):
             self._last_rx = now
-            out += self.tick(now) + self.handle(f, now)
+            out += self.tick_packets(now)
+            reply = self.handle(f, now)
+            if reply:
+                out.append(reply)
         return out
 
 
