@@ -225,7 +225,7 @@ def camera_record(args) -> int:
 
 # --- arm ---------------------------------------------------------------------------------------------------------
 def arm_sim(args) -> int:
-    from drivers.arm.sim import parse_ids, run
+    from drivers.arm.sim import parse_ids, run_from_args
 
     ids = parse_ids(args.ids)
 
@@ -234,8 +234,7 @@ def arm_sim(args) -> int:
         print(f"simulated {args.protocol} controller, ids {ids}; connect with --port {line.split(' ', 1)[1]} "
               "(Ctrl-C to stop)", file=sys.stderr, flush=True)
 
-    run(args.protocol, ids, args.link, announce=announce, speed=args.speed, watchdog_ms=args.watchdog_ms,
-        return_delay_us=args.return_delay_us, garbage_every=args.garbage_every, corrupt_every=args.corrupt_every)
+    run_from_args(args, announce=announce)
     return 0
 
 

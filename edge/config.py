@@ -123,6 +123,7 @@ class RatesConfig:
     action_hz: float = 10.0  # spacing of the policy's actions (the training data's control rate)
     camera_max_age_s: float = 0.2  # a frame older than this is not used for inference
     state_every: int = 1  # read the arm state every N ticks
+    realtime_priority: int = 50  # SCHED_FIFO priority of the control thread (1..99; 0 = normal scheduling)
 
 
 @dataclass(frozen=True)
@@ -144,11 +145,12 @@ class FaultConfig:
     max_stale_s: Optional[float] = None  # arm state older than this -> bus fault (default: stale_budget())
 
     def stale_budget(self, rates: "RatesConfig") -> float:
-        """The staleness budget in seconds: `max_stale_s`, or by default 3 state reads (3 control periods times
-        `rates.state_every`), at least 20 ms."""
+        """The staleness budget in seconds: `max_stale_s`, or by default 5 state reads (5 control periods times
+        `rates.state_every`), at least 50 ms. A stale state cannot run the arm away (every command stays within
+        max_step of the last state read); it only delays the reaction to what the arm really did."""
         if self.max_stale_s is not None:
             return self.max_stale_s
-        return max(0.02, 3 * rates.state_every / rates.control_hz)
+        return max(0.05, 5 * rates.state_every / rates.control_hz)
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,8 @@ def from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> 
     rates = RatesConfig(rf.get("control_hz", 100.0, kind=float, minimum=1.0, maximum=1000.0),
                         rf.get("action_hz", 10.0, kind=float, minimum=0.5, maximum=1000.0),
                         rf.get("camera_max_age_s", 0.2, kind=float, minimum=0.001, maximum=10.0),
-                        rf.get("state_every", 1, kind=int, minimum=1, maximum=1000))
+                        rf.get("state_every", 1, kind=int, minimum=1, maximum=1000),
+                        rf.get("realtime_priority", 50, kind=int, minimum=0, maximum=99))
     rf.done()
     cf = _Fields(top.get("chunking", {}), "chunking", source)
     chunking = ChunkingConfig(cf.get("replan", None, kind=int, minimum=1), cf.get("blend", "crossfade", kind=str, choices=BLENDS),

@@ -30,6 +30,7 @@ from .config import ChunkingConfig, FaultConfig, PolicyConfig, RatesConfig
 from .atomic import atomic_file, write_text
 from .errors import ConfigError, ImageWAMEdgeError
 from .loop_bus import BusMonitor
+from .realtime import clear_realtime, set_realtime
 from .stop_signals import StopSignals
 from .timing import StageTimes, Ticker, percentiles, summarize
 
@@ -141,6 +142,7 @@ class ControlLoop:
         self.watchdogs: dict = {}  # port -> armed watchdog (ms)
         self.torque_done: Optional[str] = None  # the torque handling the stop applied: "hold" | "off"
         self.signals_received = 0
+        self.realtime: dict = {}
         check_dump_dir(fault.dump_dir)
 
     # --- inference worker -------------------------------------------------------------------------------------
@@ -235,6 +237,8 @@ class ControlLoop:
                     self._state = q.copy()
                 self._arm_watchdogs()
                 worker.start()
+                # after the threads are started (they would inherit it): the control thread preempts inference
+                self.realtime = set_realtime(self.rates.realtime_priority)
                 t_begin = self.clock()
                 ticker.start()
                 last_write = t_begin
@@ -302,6 +306,8 @@ class ControlLoop:
                 self.dump_path = self._dump(exc)
             finally:
                 sys.setswitchinterval(old_switch)
+                if self.realtime.get("policy") == "SCHED_FIFO":
+                    clear_realtime()
                 self._stop.set()
                 if worker.is_alive():
                     worker.join(timeout=2.0)  # a stuck inference call cannot be interrupted; the thread is a daemon
@@ -403,7 +409,7 @@ class ControlLoop:
                "clipped_commands": sum(b["clipped"]["commands"] for b in bus),
                "torque": {b["port"]: b["torque"] for b in bus}, "torque_mode": self.torque_done,
                "watchdog_ms": dict(self.watchdogs), "watchdog_rearms": self.counters["watchdog_rearms"],
-               "signals": self.signals_received}
+               "signals": self.signals_received, "realtime": self.realtime}
         if self._recorder is not None:
             out["recorded_steps"], out["record_dropped"] = self._recorder.written, self._recorder.dropped
         return out

@@ -83,7 +83,7 @@ def make_link(ac: ArmConfig, port: str, i: int, source: str):
         from drivers.arm.framed import FramedConfig as Cfg, FramedLink as Link
     try:
         cfg = Cfg.from_dict(fields)
-        mapping = JointMapping.default(ac.ids)
+        mapping = Link.default_mapping(ac.ids)
         if ac.calibration:
             try:
                 mapping = JointMapping.from_dict(yaml.safe_load(Path(ac.calibration).read_text()))
@@ -159,29 +159,12 @@ def _final_torque(links: list, outcome: dict) -> None:
     """Teardown of the arm links: unless the loop's safe stop already applied the torque mode, apply it to every
     servo (each id attempted), then close."""
     for link in links:
-        if not outcome["handled"]:
-            if outcome["mode"] == "off":
-                link.set_torque_all(False)
-            elif link.is_connected:
-                link.torque_report = link.torque_report or {i: "on (hold)" for i in link.config.ids}
+        if not outcome["handled"] and link.is_connected:  # hold: every servo on, holding where it is
+            link.set_torque_all(outcome["mode"] != "off")
         try:
             link.disconnect(torque_off=False)
         except Exception as exc:
             log.warning("closing %s failed: %s", link.config.port, exc)
-
-
-def _torque_on(links: list) -> None:
-    """Torque on for every link, the goal first set to the present position so nothing jumps. A failure raises
-    after every link was attempted; the teardown then applies the stop state to every servo."""
-    errors = []
-    for link in links:
-        try:
-            link.hold_present()
-            link.torque(True)
-        except Exception as exc:
-            errors.append(exc)
-    if errors:
-        raise errors[0]
 
 
 def _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signals, policy, MultiArm, ControlLoop):
@@ -209,7 +192,7 @@ def _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signal
     cameras = [open_camera(c, i, cfg.source) for i, c in enumerate(cams_cfg)]
     links.extend(arm.links)  # from here on the teardown applies the stop state to every servo
     arm.connect()
-    _torque_on(arm.links)
+    arm.torque(True)  # every link attempted, each goal := present first; a failure unwinds to the stop state
     for cam in cameras:
         cam.connect()
         stack.callback(cam.disconnect)

@@ -93,6 +93,8 @@ def set_low_latency(port: str) -> bool:
         return False
 
 
+READ_ATTEMPTS = 10  # read_state() outside the loop: transactions tried before a ReplyError is raised
+RETRY_SPLIT_S = 0.002  # read_within gives a first attempt half the time left when that half is at least this long
 CLIP_LOG_EVERY_S = 1.0  # clipping is logged at WARNING at most this often per link (with the count since)
 
 
@@ -123,6 +125,11 @@ class ArmLink:
         self._clip_unlogged = 0
         self._connected = False
         self._broken = False
+
+    @classmethod
+    def default_mapping(cls, ids) -> JointMapping:
+        """The joint mapping used without a calibration file (servos: 4096 counts per turn, 2048 at q = 0)."""
+        return JointMapping.default(ids)
 
     # --- wire-level hooks -------------------------------------------------------------------------------------
     def _open(self) -> None: raise NotImplementedError
@@ -238,10 +245,22 @@ class ArmLink:
             raise
 
     # --- public API -------------------------------------------------------------------------------------------
-    def read_state(self, timeout_s: Optional[float] = None) -> ArmState:
-        """One read transaction, its reply wait bounded by `timeout_s` (default `config.timeout_s`). A lost or
-        corrupt reply raises ReplyError (counted in `health`), a dead port PortClosedError."""
+    def read_state(self, timeout_s: Optional[float] = None, attempts: int = READ_ATTEMPTS) -> ArmState:
+        """Read the state outside the control loop: up to `attempts` transactions, each waiting at most `timeout_s`
+        (default `config.timeout_s`) for its reply. Raises the last ReplyError when none came back valid (every
+        miss is counted in `health`), PortClosedError at once when the port is gone."""
         budget = self.config.timeout_s if timeout_s is None else max(0.0, float(timeout_s))
+        for k in range(max(1, attempts)):
+            if k:
+                self.health.record_retry()
+            try:
+                return self._read_once(budget)
+            except ReplyError as exc:
+                last = exc
+        raise last
+
+    def _read_once(self, budget: float) -> ArmState:
+        """One read transaction; a lost or corrupt reply raises ReplyError (counted in `health`)."""
         try:
             raw = self._guard(self._read_raw, budget)
         except ReplyError as exc:
@@ -265,8 +284,10 @@ class ArmLink:
             if not first:
                 self.health.record_retry()
             first = False
+            # half the time left, so a lost reply leaves room for one more attempt, unless that is too short
+            budget = left / 2 if left / 2 >= RETRY_SPLIT_S else left
             try:
-                return self.read_state(min(self.config.timeout_s, max(left, min_attempt_s))), None
+                return self._read_once(min(self.config.timeout_s, max(budget, min_attempt_s))), None
             except ReplyError as exc:
                 last = exc
 
@@ -338,6 +359,7 @@ class ArmLink:
         self.torque_report = {}
         if on:
             self.estop_latch.check()
+            self.hold_present()  # the goal := the present position first: enabling torque moves nothing
         confirmed = self._guard(self._torque_ids, bool(on))
         self.torque_report = _torque_report(confirmed, on)
         failed = [i for i, ok in confirmed.items() if not ok]

@@ -7,6 +7,7 @@ truncated frames and bad CRCs. `FramedLink` is the host side over pyserial."""
 from __future__ import annotations
 
 import binascii
+import collections
 import logging
 import struct
 import time
@@ -162,15 +163,19 @@ class FramedLink(ArmLink):
 
     def __init__(self, config: FramedConfig, mapping: Optional[JointMapping] = None,
                  limits: Optional[SafetyLimits] = None):
-        mapping = mapping or JointMapping.default(config.ids, units_per_rad=1e6, offset=0, raw_min=-2**31,
-                                                  raw_max=2**31 - 1)
+        mapping = mapping or self.default_mapping(config.ids)
         super().__init__(config, mapping, limits or SafetyLimits.create(mapping.n))
         self._ser = None
         self._parser = FrameParser()
         self._seq = 0
-        self._read_seq = -1  # seq of the last READ_STATE (a reply to it arriving later was late)
+        self._unanswered = collections.deque(maxlen=16)  # seqs given up on: a reply to one arriving later was late
         self.status = 0
         self.info: dict = {}
+
+    @classmethod
+    def default_mapping(cls, ids) -> JointMapping:
+        """Framed controllers speak int32 microradians: 1e6 units per radian, 0 at q = 0."""
+        return JointMapping.default(ids, units_per_rad=1e6, offset=0, raw_min=-2**31, raw_max=2**31 - 1)
 
     def _open(self) -> None:
         try:
@@ -242,8 +247,9 @@ class FramedLink(ArmLink):
                         raise self._controller_error(code, msg)
                 elif frame.type in expect and ref == seq:
                     return frame
-                elif frame.type == STATE and ref == self._read_seq and ref != seq:
-                    self.health.record_late()  # the previous request's reply, after it gave up
+                elif frame.type == STATE and ref in self._unanswered:
+                    self._unanswered.remove(ref)
+                    self.health.record_late()  # an earlier request's reply, after it was given up
 
     def _controller_error(self, code: int, msg: str):
         port = self.config.port
@@ -265,10 +271,9 @@ class FramedLink(ArmLink):
         budget = self.config.timeout_s if budget_s is None else budget_s
         bad_before = self._parser.bad_crc + self._parser.bad_length
         seq = self._send(ftype, payload)
-        if ftype in (READ_STATE, COMMAND):
-            self._read_seq = seq
         reply = self._wait(seq, expect, budget)
         if reply is None:
+            self._unanswered.append(seq)
             corrupt = self._parser.bad_crc + self._parser.bad_length > bad_before
             cls = ReplyCorruptError if corrupt else ReplyLostError
             raise cls(f"framed link: no {'valid ' if corrupt else ''}reply from the controller on {self.config.port} "

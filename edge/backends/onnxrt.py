@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, MissingDependencyError
+from ..integrity import IntegrityError, verify_engine_files
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,19 @@ class OnnxRuntimeBackend:
             if not path.exists():
                 raise ConfigError(f"{path} not found: export the engines with `imagewam-edge export` "
                                   f"(components needed: {', '.join(components)})")
-            sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+        # manifest checksums of what is about to run (cached by size + mtime): a flipped weight byte is refused
+        self.verification = verify_engine_files(self.engines, [f"{n}.onnx{ext}" for n in components
+                                                               for ext in ("", ".data")])
+        for name in components:
+            path = self.engines / f"{name}.onnx"
+            try:
+                sess = ort.InferenceSession(str(path), sess_options=opts, providers=self.providers)
+            except Exception as exc:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)
+                detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                raise IntegrityError(f"{path}: onnxruntime {ort.__version__} cannot load it ({type(exc).__name__}: "
+                                     f"{detail}); the file is truncated, corrupt or not a model this onnxruntime "
+                                     "reads. Fix: export it again with `imagewam-edge export`, or copy the engines "
+                                     "directory / bundle again") from None
             self.sessions[name] = sess
             self._inputs[name] = {i.name: NP_TYPES.get(i.type, np.float32) for i in sess.get_inputs()}
             self._outputs[name] = [o.name for o in sess.get_outputs()]

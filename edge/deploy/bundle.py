@@ -7,7 +7,8 @@
     BUNDLE/calibration/    the calibration files the config references
     BUNDLE/prompts.npz     prompt-embedding cache with exactly the listed instructions
 
-`--out X.tar.gz` writes an archive; any other `--out` a directory."""
+`--out X.tar.gz` writes an archive; any other `--out` a directory. Either is built beside OUT and swapped in complete
+(edge/atomic.py): an interrupted `bundle` leaves the previous OUT as it was."""
 from __future__ import annotations
 
 import hashlib
@@ -15,13 +16,13 @@ import json
 import logging
 import shutil
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 from .. import __version__
+from ..atomic import replace_dir, staged_dir
 from ..errors import ConfigError
 from ..manifest import sha256_file, verify_files
 from ..prompt_cache import PromptCache
@@ -108,9 +109,7 @@ def make_bundle(config: str | Path, out: str | Path, engines: str | Path, prompt
         raise ConfigError(f"{len(missing)} instruction(s) are not in the prompt cache {cache_src.path} for this model: "
                           f"{missing[:3]}; add them on the workstation: imagewam-edge prompts add --checkpoint DIR "
                           f"--prompt-cache {cache_src.path} --instruction \"...\"")
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
-        stage = Path(tmp) / "bundle"
-        stage.mkdir()
+    with staged_dir(out) as stage:  # built beside OUT; the previous OUT stays until the new one is complete
         shutil.copytree(engines, stage / "engines", ignore=shutil.ignore_patterns("prompts.npz"))
         cache = PromptCache(stage / "prompts.npz")
         for text in instructions:
@@ -153,13 +152,16 @@ def make_bundle(config: str | Path, out: str | Path, engines: str | Path, prompt
             "files": files,
         }
         (stage / "bundle.json").write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
         if out.name.endswith((".tar.gz", ".tgz")):
-            with tarfile.open(out, "w:gz") as tar:
-                tar.add(stage, arcname=f"imagewam-bundle-{manifest['version']}")
+            archive = stage.with_name(stage.name + ".tgz")  # a leftover of a killed run is cleaned like the stage
+            try:
+                with tarfile.open(archive, "w:gz") as tar:
+                    tar.add(stage, arcname=f"imagewam-bundle-{manifest['version']}")
+                replace_dir(archive, out)
+            finally:
+                archive.unlink(missing_ok=True)
         else:
-            shutil.copytree(stage, out)
+            replace_dir(stage, out)
     return manifest
 
 
