@@ -7,6 +7,8 @@ Output directory (the "engines" directory the runtime reads):
     prompts.npz            prompt-embedding cache for the instructions given with --instruction
     <component>.onnx (+ .onnx.data for large models) and <component>.json (metadata)
     manifest.json          kind, precision, checksums of every file, source checksums, versions
+Built in a sibling staging directory and swapped in complete (edge/atomic.py): an interrupted export leaves the
+previous OUT as it was.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from edge.atomic import replace_dir, staged_dir, write_json
 from edge.errors import ImageWAMEdgeError
 
 from .onnx_utils import compare, float64_nodes, rename_nodes_uniquely, sha256_file, tensor_shapes
@@ -128,7 +131,7 @@ def write_text_encoder_files(encoder, out: Path) -> None:
 def write_manifest(out: Path, kind: str, precision: str, extra: dict) -> dict:
     files = {f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file() and f.name != "manifest.json"}
     manifest = {"format": 1, "kind": kind, "precision": precision, "files": files, **extra}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    write_json(out / "manifest.json", manifest)
     return manifest
 
 
@@ -142,36 +145,31 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
     checkpoint, out = Path(checkpoint), Path(out)
     if not 13 <= opset <= 23:
         raise ExportError(f"--opset {opset}: use 17-20 for TensorRT 10.3 (JetPack 6); at most 23")
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    progress(f"loading {checkpoint}")
-    loaded = load_policy(checkpoint, base=base, dtype=torch.float32, prompt_cache=tmp / "prompts.npz", canvas=canvas)
-    spec = loaded.policy.spec
-    for text in instructions or []:
-        loaded.policy.text(text)  # fills prompts.npz
-    components = export_components(spec.variant, loaded, text_encoder=text_encoder)
-    metas = {}
-    for i, (name, comp) in enumerate(components.items(), 1):
-        progress(f"[{i}/{len(components)}] exporting {name} ({sum(p.numel() for p in comp.module.parameters()) / 1e6:.1f} M params)")
-        meta = export_component(comp, tmp, opset)
-        meta["variant"], meta["precision"] = spec.variant, "fp32"
-        (tmp / f"{name}.json").write_text(json.dumps(meta, indent=1))
-        metas[name] = meta
-        worst = min(p["cosine"] for p in meta["parity_vs_torch"].values())
-        progress(f"      {name}: {meta['nodes']} nodes, onnxruntime vs torch cosine {worst:.7f}, max abs "
-                 f"{max(p['max_abs'] for p in meta['parity_vs_torch'].values()):.2e}")
-    if "text_encoder" in components:
-        write_text_encoder_files(loaded.text_encoder, tmp)
-    shutil.copy(loaded.checkpoint.stats_path, tmp / "dataset_stats.json")
-    (tmp / "policy.json").write_text(json.dumps(spec.to_dict(), indent=1))
-    source = {"checkpoint": str(checkpoint.resolve()), "model.pt": sha256_file(checkpoint / "model.pt"),
-              "dataset_stats.json": sha256_file(checkpoint / "dataset_stats.json"), "step": loaded.checkpoint.step}
-    manifest = write_manifest(tmp, "onnx", "fp32", {"variant": spec.variant, "source": source, "versions": versions(),
-                                                    "components": sorted(m for m in metas if not metas[m]["optional"]),
-                                                    "optional_components": sorted(m for m in metas if metas[m]["optional"])})
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)  # nothing half-written is left under the final name
+    with staged_dir(out) as tmp:  # built beside OUT; the previous OUT stays until the new one is complete
+        progress(f"loading {checkpoint}")
+        loaded = load_policy(checkpoint, base=base, dtype=torch.float32, prompt_cache=tmp / "prompts.npz", canvas=canvas)
+        spec = loaded.policy.spec
+        for text in instructions or []:
+            loaded.policy.text(text)  # fills prompts.npz
+        components = export_components(spec.variant, loaded, text_encoder=text_encoder)
+        metas = {}
+        for i, (name, comp) in enumerate(components.items(), 1):
+            progress(f"[{i}/{len(components)}] exporting {name} ({sum(p.numel() for p in comp.module.parameters()) / 1e6:.1f} M params)")
+            meta = export_component(comp, tmp, opset)
+            meta["variant"], meta["precision"] = spec.variant, "fp32"
+            (tmp / f"{name}.json").write_text(json.dumps(meta, indent=1))
+            metas[name] = meta
+            worst = min(p["cosine"] for p in meta["parity_vs_torch"].values())
+            progress(f"      {name}: {meta['nodes']} nodes, onnxruntime vs torch cosine {worst:.7f}, max abs "
+                     f"{max(p['max_abs'] for p in meta['parity_vs_torch'].values()):.2e}")
+        if "text_encoder" in components:
+            write_text_encoder_files(loaded.text_encoder, tmp)
+        shutil.copy(loaded.checkpoint.stats_path, tmp / "dataset_stats.json")
+        (tmp / "policy.json").write_text(json.dumps(spec.to_dict(), indent=1))
+        source = {"checkpoint": str(checkpoint.resolve()), "model.pt": sha256_file(checkpoint / "model.pt"),
+                  "dataset_stats.json": sha256_file(checkpoint / "dataset_stats.json"), "step": loaded.checkpoint.step}
+        manifest = write_manifest(tmp, "onnx", "fp32", {"variant": spec.variant, "source": source, "versions": versions(),
+                                                        "components": sorted(m for m in metas if not metas[m]["optional"]),
+                                                        "optional_components": sorted(m for m in metas if metas[m]["optional"])})
+        replace_dir(tmp, out)
     return {"out": str(out), "components": metas, "manifest": manifest}

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from edge.atomic import replace_dir, staged_dir
 from edge.engines import load_engine_policy, read_json
 from edge.errors import ImageWAMEdgeError
 from edge.recording import Observation, iter_observations
@@ -225,46 +226,41 @@ def quantize_from_feeds(onnx_dir: str | Path, precision: str, out: str | Path, f
 
     onnx_dir, out = Path(onnx_dir), Path(out)
     manifest = read_json(onnx_dir / "manifest.json", "quantize reads an FP32 engines directory written by `export`")
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for name in ("policy.json", "dataset_stats.json", "prompts.npz", "tokenizer.json", "text_encoder_prompt.json"):
-        if (onnx_dir / name).exists():
-            shutil.copy(onnx_dir / name, tmp / name)
-    for comp in manifest.get("optional_components", []):  # e.g. the text encoder: off the control path, kept as is
-        for f in onnx_dir.glob(f"{comp}.*"):
-            shutil.copy(f, tmp / f.name)
-    quant = {}
-    for comp in manifest["components"]:
-        meta = read_json(onnx_dir / f"{comp}.json", "component metadata from export")
-        src = onnx_dir / f"{comp}.onnx"
-        if not meta.get("quantize", True) and comp not in include:
-            shutil.copy(src, tmp / src.name)
-            quant[comp] = {"quantized_layers": 0, "note": "kept FP32 (not worth quantizing)"}
-        else:
-            progress(f"quantizing {comp} to {precision} ({len(feeds[comp])} calibration feeds)")
-            quant[comp] = quantize_component(src, tmp / src.name, comp, precision, feeds[comp], high_precision)
-            progress(f"      {comp}: {quant[comp]['quantized_layers']} layers quantized, "
-                     f"{quant[comp]['high_precision_layers']} kept high precision, Q/DQ {quant[comp]['qdq']}")
-        meta.update({"precision": precision if quant[comp].get("quantized_layers") else "fp32",
-                     "quantization": quant[comp], "source_sha256": sha256_file(src)})
-        (tmp / f"{comp}.json").write_text(json.dumps(meta, indent=1))
-    report = {"precision": precision, "calibration": calibration_info, "components": quant}
-    if gate:
-        progress("accuracy gate on held-out observations")
-        report["accuracy"] = accuracy_report(onnx_dir, tmp, held, precision)
-    passed = report.get("accuracy", {}).get("passed", True)
-    report["gate"] = "skipped" if not gate else ("passed" if passed else "failed")
-    (tmp / "quantization.json").write_text(json.dumps(report, indent=1))
-    write_manifest(tmp, "onnx", precision, {"variant": manifest.get("variant"), "source": manifest.get("source"),
-                                            "versions": manifest.get("versions"), "components": manifest["components"],
-                                            "optional_components": manifest.get("optional_components", []),
-                                            "calibration": calibration_info, "high_precision": high_precision,
-                                            "gate": report["gate"]})
-    final = out if passed else out.with_name(out.name + ".rejected")  # a failed gate never takes the real name
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with staged_dir(out) as tmp:  # built beside OUT; the previous OUT stays until the new one is complete
+        for name in ("policy.json", "dataset_stats.json", "prompts.npz", "tokenizer.json", "text_encoder_prompt.json"):
+            if (onnx_dir / name).exists():
+                shutil.copy(onnx_dir / name, tmp / name)
+        for comp in manifest.get("optional_components", []):  # e.g. the text encoder: off the control path, kept as is
+            for f in onnx_dir.glob(f"{comp}.*"):
+                shutil.copy(f, tmp / f.name)
+        quant = {}
+        for comp in manifest["components"]:
+            meta = read_json(onnx_dir / f"{comp}.json", "component metadata from export")
+            src = onnx_dir / f"{comp}.onnx"
+            if not meta.get("quantize", True) and comp not in include:
+                shutil.copy(src, tmp / src.name)
+                quant[comp] = {"quantized_layers": 0, "note": "kept FP32 (not worth quantizing)"}
+            else:
+                progress(f"quantizing {comp} to {precision} ({len(feeds[comp])} calibration feeds)")
+                quant[comp] = quantize_component(src, tmp / src.name, comp, precision, feeds[comp], high_precision)
+                progress(f"      {comp}: {quant[comp]['quantized_layers']} layers quantized, "
+                         f"{quant[comp]['high_precision_layers']} kept high precision, Q/DQ {quant[comp]['qdq']}")
+            meta.update({"precision": precision if quant[comp].get("quantized_layers") else "fp32",
+                         "quantization": quant[comp], "source_sha256": sha256_file(src)})
+            (tmp / f"{comp}.json").write_text(json.dumps(meta, indent=1))
+        report = {"precision": precision, "calibration": calibration_info, "components": quant}
+        if gate:
+            progress("accuracy gate on held-out observations")
+            report["accuracy"] = accuracy_report(onnx_dir, tmp, held, precision)
+        passed = report.get("accuracy", {}).get("passed", True)
+        report["gate"] = "skipped" if not gate else ("passed" if passed else "failed")
+        (tmp / "quantization.json").write_text(json.dumps(report, indent=1))
+        write_manifest(tmp, "onnx", precision, {"variant": manifest.get("variant"), "source": manifest.get("source"),
+                                                "versions": manifest.get("versions"), "components": manifest["components"],
+                                                "optional_components": manifest.get("optional_components", []),
+                                                "calibration": calibration_info, "high_precision": high_precision,
+                                                "gate": report["gate"]})
+        final = out if passed else out.with_name(out.name + ".rejected")  # a failed gate never takes the real name
+        replace_dir(tmp, final)
     report["out"] = str(final)
     return report
