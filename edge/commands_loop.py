@@ -78,7 +78,7 @@ def _run(args) -> int:
         from dataclasses import replace
 
         cfg = replace(cfg, instruction=args.instruction)
-    summary = run_config(cfg, seconds=seconds, record=args.record, progress=progress)
+    summary = run_config(cfg, seconds=seconds, record=args.record, progress=progress, ignore_signals_after=True)
     if args.summary:
         write_summary(summary, args.summary)
     if args.json:
@@ -89,6 +89,10 @@ def _run(args) -> int:
 
 
 def format_summary(s: dict) -> str:
+    if s.get("during") == "setup":
+        return (f"stopped by {s['stopped_by']} during set-up (nothing ran); torque: "
+                f"{_torque_line(s.get('torque') or {}) or 'never enabled'}")
+
     def pct(d):
         return "p50 {p50} p90 {p90} p99 {p99} ms".format(**{k: ("-" if d.get(k) is None else f"{d[k]:.2f}")
                                                           for k in ("p50", "p90", "p99")})
@@ -109,11 +113,34 @@ def format_summary(s: dict) -> str:
         lines.append(f"task: {t['instruction']!r}: " + (f"SUCCESS after {t['seconds']:.2f} s" if t["success"] else
                      f"not reached (end effector {t['distance']} from the goal block, success radius "
                      f"{t['success_radius']} held {t['hold_s']} s)"))
+    c = s.get("cadence") or {}
+    if c:
+        lines.append(f"cadence: {c['achieved_hz']:.1f} of {c['target_hz']:g} Hz, {c['ticks_over_budget']} ticks over "
+                     f"budget; write lateness mean {_ms(c['write_lateness']['mean'])} p99 "
+                     f"{_ms(c['write_lateness']['p99'])} worst {_ms(c['write_lateness']['worst'])}")
+    for b in s.get("bus") or ():
+        lines.append(f"bus {b['protocol']} {b['port']}: {b['transactions']} reads, lost {b['lost']}, corrupt "
+                     f"{b['corrupt']}, late {b['late']}, retried {b['retried']}, longest miss run "
+                     f"{b['longest_miss_run']}; clipped commands {b['clipped']['commands']}")
+    st = s.get("staleness_ms") or {}
+    if st.get("n"):
+        lines.append(f"state staleness p50 {_ms(st['p50'])} p99 {_ms(st['p99'])} max {_ms(st['max'])}")
+    if s.get("torque"):
+        lines.append(f"torque at stop ({s.get('torque_mode')}): {_torque_line(s['torque'])}")
     if s.get("fault"):
         lines.append(f"FAULT: {s['fault']} (states and commands dumped to {s.get('dump')})")
     else:
         lines.append(f"stopped by {s['stopped_by']}")
     return "\n".join(lines)
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v:.2f} ms"
+
+
+def _torque_line(torque: dict) -> str:
+    """{port: {id: state}} -> "/dev/ttyUSB0: 1 off, 2 off; ..." (unconfirmed ids spelled out)."""
+    return "; ".join(f"{port}: " + ", ".join(f"{i} {v}" for i, v in ids.items()) for port, ids in torque.items())
 
 
 def _bench(args) -> int:

@@ -119,9 +119,11 @@ def check_dims(cfg: RunConfig, policy, n_joints: int) -> None:
 
 
 def run_config(cfg: RunConfig, seconds: Optional[float] = None, record: Optional[str] = None,
-               progress: Callable[[str], None] = lambda s: None, stop=None, policy=None) -> dict:
+               progress: Callable[[str], None] = lambda s: None, stop=None, policy=None,
+               ignore_signals_after: bool = False) -> dict:
     """Open everything, run the loop, close everything; returns the summary. `policy` overrides the config's
-    (tests wrap a policy, e.g. to make it slow).
+    (tests wrap a policy, e.g. to make it slow). `ignore_signals_after`: leave SIGINT/SIGTERM/SIGHUP ignored when
+    it returns (a command line about to write the summary and exit).
 
     SIGINT, SIGTERM and SIGHUP stop it safely at any point: during set-up the set-up unwinds (a summary with
     `stopped_by` and `during: setup`), during the loop the loop's safe stop runs. Every servo ends in the
@@ -134,7 +136,7 @@ def run_config(cfg: RunConfig, seconds: Optional[float] = None, record: Optional
 
     t_setup = time.monotonic()
     check_dump_dir(cfg.fault.dump_dir)
-    signals = StopSignals(stop, raising=True)
+    signals = StopSignals(stop, raising=True, ignore_after=ignore_signals_after)
     links: list = []
     outcome = {"mode": cfg.fault.torque, "handled": False}  # stop state for the teardown; set when the loop ran
     summary: dict = {}

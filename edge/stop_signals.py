@@ -5,7 +5,8 @@ goes away; SIGINT is Ctrl-C. The first signal sets `event` (the control loop sto
 its safe stop) or, while `raising` is on (set-up: loading a policy, opening devices, none of which polls an event),
 raises `StopRequested` so the set-up unwinds through its ExitStack. Every later signal is only counted: a second
 Ctrl-C can never interrupt the torque handling of the safe stop. Handlers are installed only from the main thread
-and restored on exit."""
+and restored on exit, or with `ignore_after` (the `run` command, about to write its summary and exit) replaced by
+SIG_IGN, so a late Ctrl-C cannot cut the summary short."""
 from __future__ import annotations
 
 import signal
@@ -22,9 +23,10 @@ class StopRequested(ImageWAMEdgeError):
 
 
 class StopSignals:
-    def __init__(self, event: Optional[threading.Event] = None, raising: bool = False):
+    def __init__(self, event: Optional[threading.Event] = None, raising: bool = False, ignore_after: bool = False):
         self.event = event or threading.Event()
         self.raising = raising
+        self.ignore_after = ignore_after  # on exit, ignore these signals instead of restoring the old handlers
         self.name: str = ""  # the first signal's name ("SIGTERM"), "" when none
         self.count = 0
         self._old: dict = {}
@@ -47,7 +49,7 @@ class StopSignals:
 
     def __exit__(self, *exc) -> None:
         for s, h in self._old.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if self.ignore_after else h)
         self._old.clear()
 
     @property

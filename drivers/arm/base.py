@@ -189,7 +189,12 @@ class ArmLink:
                                    f"of {list(self.config.ids)} at {self.config.baudrate} baud within "
                                    f"{self.config.connect_timeout_s:g} s. Check power, wiring, ids and baud rate "
                                    "(`imagewam-edge arm check`).")
-        self.read_state()
+            self.read_state()
+        else:  # the bus is not verified: a first read that fails is only logged
+            try:
+                self.read_state()
+            except ReplyError as exc:
+                log.warning("%s link on %s: no first state (%s)", self.protocol, self.config.port, exc)
 
     def disconnect(self, torque_off: Optional[bool] = None) -> None:
         """Torque off (by default; every id attempted, the port reopened once if it had failed) and close; never
