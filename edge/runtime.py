@@ -68,9 +68,7 @@ def check_calibration(cc: CameraConfig, i: int, source: str) -> dict:
 
 
 def make_link(ac: ArmConfig, port: str, i: int, source: str):
-    import yaml
-
-    from drivers.arm.mapping import JointMapping
+    from drivers.arm.calibration_file import load_joint_mapping
     from drivers.arm.safety import SafetyLimits
 
     where = f"{source}: `arms[{i}]`"
@@ -84,11 +82,8 @@ def make_link(ac: ArmConfig, port: str, i: int, source: str):
     try:
         cfg = Cfg.from_dict(fields)
         mapping = Link.default_mapping(ac.ids)
-        if ac.calibration:
-            try:
-                mapping = JointMapping.from_dict(yaml.safe_load(Path(ac.calibration).read_text()))
-            except FileNotFoundError:
-                raise ConfigError(f"{where}.calibration: {ac.calibration} not found") from None
+        if ac.calibration:  # a missing, corrupt or mismatched file: an error naming the file, the field and the fix
+            mapping = load_joint_mapping(ac.calibration, ids=ac.ids)
         lo, hi = mapping.limits_in_units()
         s = ac.safety
         limits = SafetyLimits.create(mapping.n, lower=s.get("lower", lo), upper=s.get("upper", hi),

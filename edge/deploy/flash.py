@@ -78,8 +78,12 @@ User={user}
 SupplementaryGroups=dialout plugdev video
 WorkingDirectory={current}
 {pre}ExecStart={exe} run --config {current}/config.yaml --summary {current}/last_summary.json
-KillSignal=SIGINT
+# SIGTERM (as SIGINT and SIGHUP) makes the loop do its safe stop: hold or torque off as configured, summary
+# written, exit 0; the whole stop takes well under TimeoutStopSec
+KillSignal=SIGTERM
 TimeoutStopSec=15
+# SCHED_FIFO for the control thread (rates.realtime_priority): commands on time while inference runs
+LimitRTPRIO=99
 Restart=on-failure
 RestartSec=3
 

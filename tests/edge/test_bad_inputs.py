@@ -165,3 +165,20 @@ def test_space_separated_state(tmp_path, capsys):
     err = _cli_error(["infer", "--engines", str(tmp_path / "none"), "--image", str(image), "--instruction", "pick",
                       "--state", "0.1 0.2 x"], capsys)
     assert "--state must be numbers separated by commas or spaces" in err and "'0.1 0.2 x'" in err
+
+
+def test_run_with_a_corrupt_arm_calibration_names_the_file_and_field(tmp_path):
+    """Through the runtime that `run --config` uses: the arm calibration is checked before any device opens."""
+    import dataclasses
+
+    from edge.config import from_yaml
+    from edge.default import DEFAULT_CONFIG
+    from edge.errors import ConfigError
+    from edge.runtime import make_link
+
+    cal = tmp_path / "arm_cal.yaml"
+    cal.write_text("joints:\n  - {id: 1, offset: twelve}\n")
+    cfg = from_yaml(DEFAULT_CONFIG)
+    arm = dataclasses.replace(cfg.arms[0], ids=(1,), calibration=str(cal))
+    with pytest.raises(ConfigError, match=r"arms\[0\].*arm_cal.yaml.*offset"):
+        make_link(arm, "/dev/ttyUSB-none", 0, "robot.yaml")

@@ -78,7 +78,7 @@ def test_flash_dry_run_into_a_root_puts_files_units_and_rules_in_place(bundle, t
     current = root / "opt/imagewam/current"
     assert os.readlink(current) == f"releases/{v}" and (current / "config.yaml").is_file()
     unit = (root / "etc/systemd/system/imagewam-edge.service").read_text()
-    assert "User=robot" in unit and "run --config /opt/imagewam/current/config.yaml" in unit and "KillSignal=SIGINT" in unit
+    assert "User=robot" in unit and "run --config /opt/imagewam/current/config.yaml" in unit and "KillSignal=SIGTERM" in unit and "LimitRTPRIO=99" in unit
     rules = (root / "etc/udev/rules.d/99-imagewam.rules").read_text()
     assert 'ATTRS{idVendor}=="8086"' in rules and 'ATTRS{serial}=="FT123", SYMLINK+="imagewam-arm0"' in rules
     text = "\n".join(lines)
