@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from edge.atomic import replace_dir, staged_dir, write_bytes as atomic_write_bytes
 from edge.errors import ConfigError, MissingDependencyError
 from edge.files import read_json_object, require_keys
 from edge.manifest import profile_shapes, sha256_file, verify_files
@@ -80,56 +81,52 @@ def build_engines(onnx_dir: str | Path, out: str | Path, workspace_gb: float = 4
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     cache_path = Path(timing_cache) if timing_cache else out.parent / "timing.cache"
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    cache_blob = cache_path.read_bytes() if cache_path.exists() else b""
-    strongly_typed = not (fp16 and plan["precision"] == "fp32")
-    built = {}
-    for i, (comp, item) in enumerate(plan["components"].items(), 1):
-        progress(f"[{i}/{len(plan['components'])}] building {comp} ({plan['precision']}"
-                 f"{', fp16 weak typing' if not strongly_typed else ', strongly typed'})")
-        t0 = time.perf_counter()
-        builder = trt.Builder(logger)
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(item["onnx"])):
-            errors = "; ".join(str(parser.get_error(k)) for k in range(parser.num_errors))
-            raise ConfigError(f"TensorRT could not parse {item['onnx']}: {errors}")
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-        if not strongly_typed:
-            config.set_flag(trt.BuilderFlag.FP16)
-        cache = config.create_timing_cache(cache_blob)
-        config.set_timing_cache(cache, ignore_mismatch=False)
-        profile = builder.create_optimization_profile()
-        for name, (lo, opt, hi) in item["profile"].items():
-            profile.set_shape(name, lo, opt, hi)
-        config.add_optimization_profile(profile)
-        blob = builder.build_serialized_network(network, config)
-        if blob is None:
-            raise ConfigError(f"TensorRT failed to build {comp} (see the TensorRT log above); try a larger "
-                              "--workspace-gb or check `imagewam-edge doctor`")
-        (tmp / f"{comp}.engine").write_bytes(bytes(blob))
-        cache_blob = bytes(config.get_timing_cache().serialize())
-        (tmp / f"{comp}.json").write_text(json.dumps({**item["meta"], "engine": f"{comp}.engine",
-                                                      "profile": {k: [list(s) for s in v] for k, v in item["profile"].items()}},
-                                                     indent=1))
-        built[comp] = {"seconds": round(time.perf_counter() - t0, 1), "bytes": len(blob)}
-        progress(f"      {comp}: {len(blob) / 2**20:.1f} MiB in {built[comp]['seconds']} s")
-    cache_path.write_bytes(cache_blob)
-    for name in ("policy.json", "dataset_stats.json", "prompts.npz"):
-        if (onnx_dir / name).exists():
-            shutil.copy(onnx_dir / name, tmp / name)
-    src = plan["manifest"]
-    manifest = write_manifest(tmp, "tensorrt", plan["precision"], {
-        "variant": src.get("variant"), "tensorrt": trt.__version__, "compute_capability": list(cc),
-        "strongly_typed": strongly_typed, "components": sorted(built), "source": src.get("source"),
-        "onnx": {"dir": str(onnx_dir.resolve()), "manifest_sha256": sha256_file(onnx_dir / "manifest.json")},
-        "build": built})
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    # built in a staging directory beside OUT; a crash or kill leaves OUT as it was (edge.atomic)
+    with staged_dir(out) as tmp:
+        cache_blob = cache_path.read_bytes() if cache_path.exists() else b""
+        strongly_typed = not (fp16 and plan["precision"] == "fp32")
+        built = {}
+        for i, (comp, item) in enumerate(plan["components"].items(), 1):
+            progress(f"[{i}/{len(plan['components'])}] building {comp} ({plan['precision']}"
+                     f"{', fp16 weak typing' if not strongly_typed else ', strongly typed'})")
+            t0 = time.perf_counter()
+            builder = trt.Builder(logger)
+            flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+            network = builder.create_network(flags)
+            parser = trt.OnnxParser(network, logger)
+            if not parser.parse_from_file(str(item["onnx"])):
+                errors = "; ".join(str(parser.get_error(k)) for k in range(parser.num_errors))
+                raise ConfigError(f"TensorRT could not parse {item['onnx']}: {errors}")
+            config = builder.create_builder_config()
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+            if not strongly_typed:
+                config.set_flag(trt.BuilderFlag.FP16)
+            cache = config.create_timing_cache(cache_blob)
+            config.set_timing_cache(cache, ignore_mismatch=False)
+            profile = builder.create_optimization_profile()
+            for name, (lo, opt, hi) in item["profile"].items():
+                profile.set_shape(name, lo, opt, hi)
+            config.add_optimization_profile(profile)
+            blob = builder.build_serialized_network(network, config)
+            if blob is None:
+                raise ConfigError(f"TensorRT failed to build {comp} (see the TensorRT log above); try a larger "
+                                  "--workspace-gb or check `imagewam-edge doctor`")
+            (tmp / f"{comp}.engine").write_bytes(bytes(blob))
+            cache_blob = bytes(config.get_timing_cache().serialize())
+            (tmp / f"{comp}.json").write_text(json.dumps({**item["meta"], "engine": f"{comp}.engine",
+                                                          "profile": {k: [list(s) for s in v] for k, v in item["profile"].items()}},
+                                                         indent=1))
+            built[comp] = {"seconds": round(time.perf_counter() - t0, 1), "bytes": len(blob)}
+            progress(f"      {comp}: {len(blob) / 2**20:.1f} MiB in {built[comp]['seconds']} s")
+        atomic_write_bytes(cache_path, cache_blob)
+        for name in ("policy.json", "dataset_stats.json", "prompts.npz"):
+            if (onnx_dir / name).exists():
+                shutil.copy(onnx_dir / name, tmp / name)
+        src = plan["manifest"]
+        manifest = write_manifest(tmp, "tensorrt", plan["precision"], {
+            "variant": src.get("variant"), "tensorrt": trt.__version__, "compute_capability": list(cc),
+            "strongly_typed": strongly_typed, "components": sorted(built), "source": src.get("source"),
+            "onnx": {"dir": str(onnx_dir.resolve()), "manifest_sha256": sha256_file(onnx_dir / "manifest.json")},
+            "build": built})
+        replace_dir(tmp, out)  # the previous engines stay until the new ones are complete
     return manifest
