@@ -157,7 +157,9 @@ def _final_torque(links: list, outcome: dict) -> None:
     servo (each id attempted), then close."""
     for link in links:
         if not outcome["handled"] and link.is_connected:  # hold: every servo on, holding where it is
-            link.set_torque_all(outcome["mode"] != "off")
+            report = link.set_torque_all(outcome["mode"] != "off")
+            log.warning("stopped before the loop ran: torque %s on %s: %s", outcome["mode"], link.config.port,
+                        ", ".join(f"id {i} {v}" for i, v in report.items()))
         try:
             link.disconnect(torque_off=False)
         except Exception as exc:

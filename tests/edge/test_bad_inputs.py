@@ -182,3 +182,19 @@ def test_run_with_a_corrupt_arm_calibration_names_the_file_and_field(tmp_path):
     arm = dataclasses.replace(cfg.arms[0], ids=(1,), calibration=str(cal))
     with pytest.raises(ConfigError, match=r"arms\[0\].*arm_cal.yaml.*offset"):
         make_link(arm, "/dev/ttyUSB-none", 0, "robot.yaml")
+
+
+@pytest.mark.parametrize("key,value", [("max_step", 10.0), ("max_velocity", 100.0)])
+def test_a_safety_limit_that_limits_nothing_is_refused(tmp_path, key, value):
+    import yaml
+
+    from edge.config import from_yaml
+    from edge.default import DEFAULT_CONFIG
+    from edge.errors import ConfigError
+
+    data = yaml.safe_load(open(DEFAULT_CONFIG).read())
+    data["arms"][0]["safety"][key] = value
+    path = tmp_path / "robot.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=rf"robot.yaml: field `arms\[0\].safety.{key}`.*no limit at all"):
+        from_yaml(path)

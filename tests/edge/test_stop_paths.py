@@ -187,3 +187,32 @@ def test_unwritable_dump_dir_is_refused_before_anything_moves(tmp_path):
     cfg = from_yaml(write_config(tmp_path, "/dev/ttyUSB-none", dump_dir=str(blocker / "faults")))
     with pytest.raises(ConfigError, match="fault.dump_dir"):
         run_config(cfg, seconds=1.0)
+
+
+def test_a_dead_bus_at_the_first_read_is_a_fault_with_a_dump(sim, tmp_path, default_cache):
+    """The loop's very first read is inside the fault path: a controller that froze between set-up and the loop
+    gives the bus fault, a dump and a summary, not an escaping exception."""
+    from edge.config import ArmConfig, FaultConfig, PolicyConfig, RatesConfig
+    from edge.engines import load_engine_policy
+    from edge.loop import ControlLoop
+    from edge.runtime import make_link
+
+    from drivers.arm.base import MultiArm
+    from drivers.camera.sim import SimCamera, SimCameraConfig
+
+    policy = load_engine_policy(Path(default_cache) / "default-v2" / "engines")
+    ac = ArmConfig("dynamixel", sim.port, tuple(IDS), safety={"lower": -1.5, "upper": 1.5})
+    arm = MultiArm([make_link(ac, sim.port, 0, "test")]).connect()
+    cam = SimCamera(SimCameraConfig(width=64, height=64, depth=False)).connect()
+    try:
+        os.kill(sim.proc.pid, signal.SIGSTOP)
+        loop = ControlLoop(policy, [cam], arm, "move to the red block", RatesConfig(control_hz=100),
+                           fault=FaultConfig(dump_dir=str(tmp_path / "faults")), policy_cfg=PolicyConfig(engines="x"))
+        s = loop.run(seconds=2.0)
+    finally:
+        os.kill(sim.proc.pid, signal.SIGCONT)
+        cam.disconnect()
+        arm.disconnect()
+    assert s["stopped_by"] == "fault" and s["fault"].startswith("BusFaultError") and s["steps"] == 0
+    info = json.loads(Path(s["dump"]).with_suffix(".json").read_text())
+    assert info["type"] == "BusFaultError" and info["bus"][0]["lost"] > 0
