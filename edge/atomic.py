@@ -59,8 +59,13 @@ def remove_stale_temps(directory: str | Path) -> int:
 
 def fsync_dir(directory: str | Path) -> None:
     """Persist a directory's entries (renames, new files). Best effort: some filesystems refuse it."""
+    _fsync_path(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _fsync_path(path: str | Path, flags: int = os.O_RDONLY) -> None:
+    """fsync a file or directory by path; best effort (a filesystem that refuses it is not an error)."""
     try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(path, flags)
     except OSError:
         return
     try:
@@ -200,18 +205,8 @@ def fsync_tree(root: Path) -> None:
 
 
 def _fsync_file(path: str | Path) -> None:
-    if os.path.islink(path):
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    if not os.path.islink(path):
+        _fsync_path(path)
 
 
 def replace_dir(new: str | Path, dest: str | Path, sync: bool = True) -> Path:

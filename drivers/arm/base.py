@@ -20,7 +20,7 @@ import numpy as np
 from drivers.arm.health import BusHealth
 from drivers.arm.mapping import JointMapping
 from drivers.arm.safety import EStopLatch, SafetyLimits, beyond_limits, check_finite, clip_command
-from drivers.errors import (ArmError, ArmLinkError, ConfigError, OutOfRangeError, PortClosedError, ProtocolError,
+from drivers.errors import (ArmError, ArmLinkError, ConfigError, OutOfRangeError, ProtocolError,
                             ReplyError)
 
 log = logging.getLogger(__name__)
