@@ -81,10 +81,13 @@ def _run(args) -> int:
     summary = run_config(cfg, seconds=seconds, record=args.record, progress=progress, ignore_signals_after=True)
     if args.summary:
         write_summary(summary, args.summary)
-    if args.json:
-        emit_json(summary)
-    else:
-        print(format_summary(summary))
+    try:
+        if args.json:
+            emit_json(summary)
+        else:
+            print(format_summary(summary))
+    except OSError:  # SIGHUP: the terminal is gone; the --summary file holds it
+        pass
     return 1 if summary.get("fault") else 0
 
 

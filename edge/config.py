@@ -304,6 +304,10 @@ def from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> 
                         ff.get("camera_timeout_s", 2.0, kind=float, minimum=0.05, maximum=600.0),
                         ff.get("max_stale_s", None, kind=float, minimum=0.001, maximum=10.0))
     ff.done()
+    if fault.max_stale_s is not None and fault.max_stale_s < 2 * rates.state_every / rates.control_hz:
+        raise ff.err("max_stale_s", f"is {fault.max_stale_s} s, less than two state reads ({rates.state_every} / "
+                     f"{rates.control_hz:g} Hz each): one lost reply would stop the robot. Use at least "
+                     f"{2 * rates.state_every / rates.control_hz:g} s, or leave it out for the default")
     top.done()
     return RunConfig(source, instruction.strip(), policy, cameras, arms, rates, chunking, fault, name)
 

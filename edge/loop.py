@@ -82,9 +82,19 @@ class _Recorder(threading.Thread):
                 log.error("recording: %s", exc)
                 self.dropped += 1
 
-    def close(self) -> None:
-        self.q.put(None)
-        self.join(timeout=30)
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Drain the queue for at most `timeout_s` (a stop must fit docker's 10 s grace: what is left is counted
+        as dropped), then close the writer's episode unless a step is still being written."""
+        try:
+            self.q.put(None, timeout=timeout_s)
+        except queue.Full:
+            pass
+        self.join(timeout=timeout_s)
+        if self.is_alive():
+            self.dropped += self.q.qsize()
+            log.error("recording: %d step(s) still queued after %.0f s; the episode stays open (its steps load)",
+                      self.q.qsize(), timeout_s)
+            return
         close = getattr(self.writer, "close", None)
         if close is not None:
             try:
@@ -271,8 +281,10 @@ class ControlLoop:
                     read_deadline = ticker.deadline + self.period - READ_GUARD_S  # the next write stays on time
                     t2 = self.clock()
                     self.times.add("write_lateness", (t2 - ticker.deadline) * 1e3)
+                    # a command answered with the state (framed) waits half the read time; a lost answer leaves the
+                    # other half to a READ_STATE
                     sent = np.asarray(self.arm.write(cmd, dt=self.period,
-                                                     reply_budget_s=max(0.0, read_deadline - t2)), dtype=np.float64)
+                                                     reply_budget_s=max(0.0, read_deadline - t2) / 2), dtype=np.float64)
                     t3 = last_write = self.clock()
                     io_s = t3 - t2
                     self.times.add("serial_write", (t3 - t2) * 1e3)
@@ -322,28 +334,43 @@ class ControlLoop:
             hook(q)
 
     def _arm_watchdogs(self) -> None:
-        """Arm each link's controller-side watchdog (Dynamixel bus watchdog) for the run."""
+        """Arm each link's controller-side watchdog (Dynamixel bus watchdog) for the run: cleared first (a watchdog
+        left tripped by an earlier run refuses a new value and makes the servos ignore goals), then set; a servo
+        that does not confirm both is a fault before anything moves."""
         for link in self.bus.links:
-            if link.watchdog_ms > 0:
-                link.set_watchdog(link.watchdog_ms)
-                self.watchdogs[link.config.port] = link.watchdog_ms
+            ms = link.watchdog_ms
+            if ms <= 0:
+                continue
+            cleared, armed = link.set_watchdog(0), link.set_watchdog(ms)
+            self.watchdogs[link.config.port] = {"ms": ms, "armed": {str(i): bool(cleared[i] and armed[i])
+                                                                    for i in armed}}
+            bad = [i for i in armed if not (cleared[i] and armed[i])]
+            if bad:
+                from drivers.errors import ArmLinkError
+
+                raise ArmLinkError(f"{link.protocol} link on {link.config.port}: the bus watchdog ({ms} ms) was not "
+                                   f"confirmed by id(s) {bad}; a tripped watchdog makes a servo ignore goals. Check "
+                                   "power and wiring, or set `link: {watchdog_ms: 0}` to run without it")
 
     def _check_watchdogs(self, silent_s: float) -> None:
         """The host was silent on the bus longer than a watchdog (a stalled process): the servos stopped and ignore
         goals until the watchdog is cleared; clear and re-arm it so the loop commands them again."""
         for link in self.bus.links:
-            ms = self.watchdogs.get(link.config.port)
+            ms = (self.watchdogs.get(link.config.port) or {}).get("ms")
             if ms and silent_s * 1e3 > 0.8 * ms:
                 log.warning("%s link on %s: the bus was silent %.0f ms (watchdog %d ms): re-arming the watchdog",
                             link.protocol, link.config.port, silent_s * 1e3, ms)
-                link.set_watchdog(0)
-                link.set_watchdog(ms)
+                cleared, armed = link.set_watchdog(0), link.set_watchdog(ms)
+                if not all(cleared.values()) or not all(armed.values()):
+                    log.error("%s link on %s: watchdog re-arm not confirmed: cleared %s armed %s", link.protocol,
+                              link.config.port, cleared, armed)
                 self.counters["watchdog_rearms"] += 1
 
     def _safe_stop(self, hold: Optional[np.ndarray], torque: str, clean: bool) -> None:
-        """Hold the last command; torque off when configured, on EVERY servo of every link (each attempted even
-        when one fails); clear the watchdogs on a clean stop. Best effort: every step runs even if one fails, and
-        the per-id outcome lands in the summary and the dump."""
+        """Hold the last command; then the configured torque on EVERY servo of every link, each attempted even when
+        one fails and read back ("hold": torque on with the goal at the present position, "off": torque off); clear
+        the watchdogs on a clean stop. Best effort: every step runs even if one fails, and the per-id outcome lands
+        in the summary and the dump."""
         if hold is not None:
             try:
                 self.arm.write(hold, dt=self.period)
@@ -355,10 +382,7 @@ class ControlLoop:
                     link.set_watchdog(0)
                 except Exception as exc:
                     log.warning("safe stop: watchdog not cleared on %s (%s)", link.config.port, exc)
-            if torque == "off":
-                link.set_torque_all(False)
-            else:
-                link.torque_report = {i: "on (hold)" for i in link.config.ids}
+            link.set_torque_all(torque != "off")
         self.torque_done = torque
 
     def _dump(self, exc: BaseException) -> Optional[str]:
@@ -408,7 +432,7 @@ class ControlLoop:
                "stale_ticks": self.bus.stale_ticks,
                "clipped_commands": sum(b["clipped"]["commands"] for b in bus),
                "torque": {b["port"]: b["torque"] for b in bus}, "torque_mode": self.torque_done,
-               "watchdog_ms": dict(self.watchdogs), "watchdog_rearms": self.counters["watchdog_rearms"],
+               "watchdog": dict(self.watchdogs), "watchdog_rearms": self.counters["watchdog_rearms"],
                "signals": self.signals_received, "realtime": self.realtime}
         if self._recorder is not None:
             out["recorded_steps"], out["record_dropped"] = self._recorder.written, self._recorder.dropped

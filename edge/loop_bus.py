@@ -36,9 +36,8 @@ class BusMonitor:
     def first_read(self) -> np.ndarray:
         """The loop's first state: retried for up to the staleness budget (at least 50 ms)."""
         t = self.clock()
-        deadline = t + max(self.max_stale_s, 0.05)
-        for link in self.links:
-            state, _ = link.read_within(deadline, self.clock)
+        for link in self.links:  # each link gets the whole budget
+            state, _ = link.read_within(self.clock() + max(self.max_stale_s, 0.05), self.clock)
             if state is None:
                 raise bus_fault(link, self.clock() - t, self.max_stale_s)
         return self.state()
@@ -47,11 +46,10 @@ class BusMonitor:
         """Refresh every link's state (unless its command's answer already did, after `t_write`) until `deadline`;
         record the staleness; raise BusFaultError when a link is over the budget. Returns the joint vector."""
         stale = False
-        for link in self.links:
-            st = link.last_state
-            if st is not None and st.timestamp >= t_write:
-                continue
-            state, _ = link.read_within(deadline, self.clock)
+        todo = [l for l in self.links if l.last_state is None or l.last_state.timestamp < t_write]
+        t = self.clock()
+        for k, link in enumerate(todo):  # each link its share of the time (plus what the ones before left)
+            state, _ = link.read_within(t + (deadline - t) * (k + 1) / len(todo), self.clock)
             stale |= state is None
         self.stale_ticks += stale
         now = time.monotonic()  # the links stamp states with time.monotonic()

@@ -133,18 +133,26 @@ def run_config(cfg: RunConfig, seconds: Optional[float] = None, record: Optional
     check_dump_dir(cfg.fault.dump_dir)
     signals = StopSignals(stop, raising=True, ignore_after=ignore_signals_after)
     links: list = []
-    outcome = {"mode": cfg.fault.torque, "handled": False}  # stop state for the teardown; set when the loop ran
+    # the stop state for servos the loop did not handle: fault.torque after a failed set-up; "enabled" once this
+    # run switched torque on (before that, a stop during set-up leaves the servos as they were)
+    outcome = {"mode": cfg.fault.torque, "handled": False, "enabled": False}
     summary: dict = {}
     with signals, contextlib.ExitStack() as stack:
-        stack.callback(_final_torque, links, outcome)
+        stack.callback(_close_links, links, outcome)  # runs last: closing only
         try:
             summary = _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signals, policy,
                                      MultiArm, ControlLoop)
-        except StopRequested:  # a signal during set-up: unwind with the stop (not the fault) torque state
-            signals.raising = False
-            outcome["mode"] = cfg.fault.torque_on_stop
+        except BaseException as exc:
+            signals.raising = False  # from here no signal may interrupt the torque handling
+            if isinstance(exc, StopRequested):  # a signal during set-up: the stop (not the fault) torque state
+                outcome["mode"] = cfg.fault.torque_on_stop
+            _stop_torque(links, outcome)  # before anything else unwinds (cameras, simulators, the backend)
+            if not isinstance(exc, StopRequested):
+                raise
             summary = {"stopped_by": signals.name, "during": "setup", "fault": None, "steps": 0,
                        "torque_mode": outcome["mode"]}
+        else:
+            _stop_torque(links, outcome)  # only when the loop did not (it always does; kept for safety)
     if summary.get("during") == "setup":
         summary["torque"] = {l.config.port: {str(k): v for k, v in l.torque_report.items()} for l in links}
     summary["config"] = cfg.source
@@ -152,14 +160,24 @@ def run_config(cfg: RunConfig, seconds: Optional[float] = None, record: Optional
     return summary
 
 
-def _final_torque(links: list, outcome: dict) -> None:
-    """Teardown of the arm links: unless the loop's safe stop already applied the torque mode, apply it to every
-    servo (each id attempted), then close."""
+def _stop_torque(links: list, outcome: dict) -> None:
+    """Unless the loop's safe stop already did: the configured torque on every servo (each id attempted, read
+    back). "hold" switches torque on only when this run had switched it on (some servos may have failed to):
+    a set-up stopped before that point leaves the servos as it found them."""
+    if outcome["handled"]:
+        return
+    outcome["handled"] = True
     for link in links:
-        if not outcome["handled"] and link.is_connected:  # hold: every servo on, holding where it is
-            report = link.set_torque_all(outcome["mode"] != "off")
-            log.warning("stopped before the loop ran: torque %s on %s: %s", outcome["mode"], link.config.port,
-                        ", ".join(f"id {i} {v}" for i, v in report.items()))
+        if not link.is_connected or (outcome["mode"] != "off" and not outcome["enabled"]):
+            continue
+        report = link.set_torque_all(outcome["mode"] != "off")
+        log.warning("stopped outside the loop: torque %s on %s: %s", outcome["mode"], link.config.port,
+                    ", ".join(f"id {i} {v}" for i, v in report.items()))
+
+
+def _close_links(links: list, outcome: dict) -> None:
+    _stop_torque(links, outcome)  # a no-op after the paths above; here for an exit that bypassed them
+    for link in links:
         try:
             link.disconnect(torque_off=False)
         except Exception as exc:
@@ -191,7 +209,6 @@ def _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signal
     cameras = [open_camera(c, i, cfg.source) for i, c in enumerate(cams_cfg)]
     links.extend(arm.links)  # from here on the teardown applies the stop state to every servo
     arm.connect()
-    arm.torque(True)  # every link attempted, each goal := present first; a failure unwinds to the stop state
     for cam in cameras:
         cam.connect()
         stack.callback(cam.disconnect)
@@ -206,6 +223,10 @@ def _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signal
 
     policy.infer({"images": [f.color for f in frames], "state": select_state(q0, cfg.policy.state_indices),
                   "instruction": cfg.instruction})
+    # torque on as late as possible: right before the loop, which arms the bus watchdog at once (a host that dies
+    # during the warm-up must not leave the arm holding torque with no watchdog)
+    outcome["enabled"] = True
+    arm.torque(True)  # every link attempted, each goal := present first; a failure unwinds to the stop state
     writer = None
     if record:
         from .recording import RecordingWriter

@@ -13,13 +13,12 @@ import signal
 import threading
 from typing import Optional
 
-from .errors import ImageWAMEdgeError
-
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 
 
-class StopRequested(ImageWAMEdgeError):
-    """A stop signal arrived during set-up."""
+class StopRequested(BaseException):
+    """A stop signal arrived during set-up. A BaseException, as KeyboardInterrupt: the `except Exception` of the
+    drivers and backends (which turn a failure into their own typed error) must not swallow or rename it."""
 
 
 class StopSignals:

@@ -9,6 +9,7 @@ port failure (a replugged adapter, a restarted simulator). A lost or corrupt rep
 the port stays open, and `read_within(deadline)` retries until the deadline."""
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import time
@@ -116,6 +117,7 @@ class ArmLink:
             raise ConfigError(f"safety limits for {self.limits.n} joints, mapping has {self.mapping.n}")
         self.estop_latch = EStopLatch()
         self.health = BusHealth()
+        self._read_times = collections.deque(maxlen=50)  # durations of the recent successful reads (s)
         self.clipped = {"commands": 0, "position": 0, "step": 0}  # commands changed by the safety clip, and why
         self.torque_report: dict = {}  # the last torque change: {id: "on"|"off"|"unconfirmed (...)"}
         self.last_state: Optional[ArmState] = None
@@ -266,11 +268,13 @@ class ArmLink:
 
     def _read_once(self, budget: float) -> ArmState:
         """One read transaction; a lost or corrupt reply raises ReplyError (counted in `health`)."""
+        t0 = time.monotonic()
         try:
             raw = self._guard(self._read_raw, budget)
         except ReplyError as exc:
             self.health.record_miss(exc.kind)
             raise
+        self._read_times.append(time.monotonic() - t0)
         self.health.record_ok()
         self.last_state = ArmState(q=self.mapping.to_units(raw), raw=np.asarray(raw), timestamp=time.monotonic())
         return self.last_state
@@ -278,23 +282,28 @@ class ArmLink:
     def read_within(self, deadline: float, clock=time.monotonic, min_attempt_s: float = 0.0005
                     ) -> tuple[Optional[ArmState], Optional[ReplyError]]:
         """Read until a valid reply or `deadline` (clock seconds): (state, None), or (None, the last ReplyError)
-        when the time ran out. Each attempt waits at most the time left (and at most `config.timeout_s`); a retry
-        is only started with at least `min_attempt_s` left. A port failure raises."""
+        when the time ran out; (None, None) when there was no time for even one attempt (not a bus miss). Each
+        attempt waits at most the time left (and `config.timeout_s`). The time left is split in two only when half
+        of it still covers twice the slowest recent successful read (a real bus with return delays and USB latency
+        needs its whole reply time; only then does a lost reply leave room for a retry). A port failure raises."""
         last: Optional[ReplyError] = None
         first = True
         while True:
             left = deadline - clock()
-            if left < min_attempt_s and not first:
+            if left < min_attempt_s:
                 return None, last
             if not first:
                 self.health.record_retry()
             first = False
-            # half the time left, so a lost reply leaves room for one more attempt, unless that is too short
-            budget = left / 2 if left / 2 >= RETRY_SPLIT_S else left
+            budget = left / 2 if left / 2 >= max(RETRY_SPLIT_S, 2 * self.read_time_estimate()) else left
             try:
-                return self._read_once(min(self.config.timeout_s, max(budget, min_attempt_s))), None
+                return self._read_once(min(self.config.timeout_s, budget)), None
             except ReplyError as exc:
                 last = exc
+
+    def read_time_estimate(self) -> float:
+        """The slowest of the recent successful reads (s); 0 before the first."""
+        return max(self._read_times) if self._read_times else 0.0
 
     def write(self, q: Sequence[float], dt: Optional[float] = None, reply_budget_s: Optional[float] = None
               ) -> np.ndarray:

@@ -15,10 +15,8 @@ from drivers.arm.base import LinkConfig
 from drivers.errors import ConfigError, MissingDependencyError
 
 # X-series control table (address, size)
-ADDR_MODEL_NUMBER = 0
 ADDR_RETURN_DELAY = 9
 ADDR_TORQUE_ENABLE = 64
-ADDR_HARDWARE_ERROR = 70
 ADDR_BUS_WATCHDOG = 98
 ADDR_GOAL_POSITION = 116
 ADDR_PRESENT_POSITION = 132
@@ -61,7 +59,6 @@ def _signed32(v: int) -> int:
 
 class DynamixelLink(ServoBusLink):
     protocol = "dynamixel"
-    hint = "Check power, cable, ids and baud rate"
     ADDR_TORQUE, ADDR_GOAL, GOAL_SIZE = ADDR_TORQUE_ENABLE, ADDR_GOAL_POSITION, 4
     ADDR_PRESENT, PRESENT_SIZE = ADDR_PRESENT_POSITION, 4
 

@@ -16,7 +16,6 @@ from drivers.arm.base import LinkConfig
 from drivers.arm.servo_bus import ServoBusLink
 from drivers.errors import MissingDependencyError
 
-ADDR_MODEL_NUMBER = 3
 ADDR_TORQUE_ENABLE = 40
 ADDR_GOAL_POSITION = 42
 ADDR_PRESENT_POSITION = 56

@@ -10,13 +10,16 @@ give addresses, sizes and value encodings.
 - A port that fails (adapter unplugged, pty gone) raises `PortClosedError`; the next call reopens it."""
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import numpy as np
 
 from drivers.arm.base import ArmLink, LinkConfig
 from drivers.arm.sdk_port import budgeted_port
-from drivers.errors import ArmLinkError, ControllerError, PortClosedError, ReplyCorruptError, ReplyLostError
+from drivers.errors import ArmLinkError, PortClosedError, ReplyCorruptError, ReplyLostError
+
+log = logging.getLogger(__name__)
 
 TORQUE_ROUNDS = 3  # sync write + read back, repeated for the ids that did not confirm
 
@@ -143,23 +146,22 @@ class ServoBusLink(ArmLink):
 
     def _set_all(self, addr: int, value: int, what: str) -> dict:
         """Write a 1-byte register of every servo: one Sync Write, then a read-back per id, re-sent to the ids that
-        did not confirm (TORQUE_ROUNDS rounds). {id: True when confirmed}. A reply failure never stops the others;
-        a dead port raises PortClosedError."""
+        did not confirm (TORQUE_ROUNDS rounds). {id: True when confirmed}. A lost reply or a servo alarm never stops
+        the others; a dead port raises PortClosedError."""
         self._port.reply_budget_ms = self.config.timeout_s * 1000.0
         writer = self._sdk.GroupSyncWrite(self._port, self._ph, addr, 1)
         pending = list(self.config.ids)
         confirmed = {i: False for i in pending}
         for _ in range(TORQUE_ROUNDS):
             self._sync_write(writer, {i: [value] for i in pending}, what)
-            for i in list(pending):  # one by one: a lost reply of one servo does not hide the others
+            for i in list(pending):  # one by one: a lost reply (or an alarm) of one servo does not hide the others
                 got, result, error = self._call(f"{what} read-back", self._ph.read1ByteTxRx, self._port, i, addr)
                 if result == self._sdk.COMM_SUCCESS and got == value:
                     confirmed[i] = True
                     pending.remove(i)
                 elif result == self._sdk.COMM_SUCCESS and error:
-                    raise ControllerError(f"{self.protocol} id {i} on {self.config.port}: {what} answered "
-                                          f"{self._ph.getRxPacketError(error)}; check the servo's hardware error "
-                                          "status and power-cycle it")
+                    log.warning("%s id %s on %s: %s read back %s with %s", self.protocol, i, self.config.port, what,
+                                got, self._ph.getRxPacketError(error))
             if not pending:
                 break
         return confirmed

@@ -207,8 +207,10 @@ class SimulatedController:
     def start(self) -> str:
         env = dict(os.environ)
         env["PYTHONPATH"] = _PKG_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # its own session: a terminal's Ctrl-C or a service's SIGTERM reaches the run, whose safe stop still needs
+        # the controller; the run stops the simulator itself
         self.proc = subprocess.Popen([sys.executable, "-u", "-m", "drivers.arm.sim", *self.args], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             r, _, _ = select.select([self.proc.stdout], [], [], 0.1)
