@@ -240,12 +240,12 @@ class ControlLoop:
                 sys.setswitchinterval(GIL_SWITCH_S)  # the control thread gets the GIL back within ~0.5 ms
                 if self._recorder is not None:
                     self._recorder.start()
+                self._arm_watchdogs()  # (before the first read: its per-servo read-backs take time)
                 q = self.bus.first_read()  # inside the fault path: a dead bus at start is a fault with a dump
                 self._notify(q)
                 q_start, last_cmd = q.copy(), q.copy()
                 with self._lock:
                     self._state = q.copy()
-                self._arm_watchdogs()
                 worker.start()
                 # after the threads are started (they would inherit it): the control thread preempts inference
                 self.realtime = set_realtime(self.rates.realtime_priority)

@@ -1,6 +1,8 @@
 """Fault-injection campaign: the real control loop (embedded default policy on onnxruntime, task camera) against
 simulated controllers that drop / corrupt / delay replies, many runs per protocol, a CPU hog beside every other run.
-Prints one JSON line per run and, at the end, the table for a closing note: runs, spontaneous stops, unsafe goals
+The simulators run under SCHED_FIFO when allowed (servo hardware answers whatever the host's load; our loop's
+control thread competes with inference and the hog as it would on the robot). Prints one JSON line per run and, at
+the end, the table for a closing note: runs, spontaneous stops, unsafe goals
 (non-finite or outside the limits, from the simulator's own log), servos left in the wrong torque state, bus health.
 
 Usage: python scripts/bus_fault_campaign.py [--runs 20] [--seconds 30] [--protocols dynamixel,feetech,framed]
@@ -40,6 +42,9 @@ def main() -> int:
     p.add_argument("--faults", default="drop=0.01,corrupt=0.01")
     p.add_argument("--hz", type=float, default=100.0)
     p.add_argument("--out", default=None, help="also append the JSON lines here")
+    p.add_argument("--sim-normal-priority", action="store_true",
+                   help="leave the simulators at normal priority (default: SCHED_FIFO when allowed, as servo hardware "
+                        "does not slow down with the host's load; then the injected faults are the only faults)")
     p.add_argument("--tmp", default="/tmp/imagewam-bus-campaign")
     a = p.parse_args()
     from edge.default import ensure_default_engines
@@ -60,7 +65,7 @@ def main() -> int:
                 t0 = time.monotonic()
                 try:
                     r = run_with_faults(Path(a.tmp) / f"{protocol}-{k}", (protocol,), seconds=a.seconds, seed=1000 + k,
-                                        policy=policy, control_hz=a.hz,
+                                        policy=policy, control_hz=a.hz, sim_realtime=not a.sim_normal_priority,
                                         torque_on_stop="off" if k % 3 == 0 else "hold", **fault)
                 finally:
                     for h in hogs:

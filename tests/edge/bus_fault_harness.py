@@ -60,9 +60,11 @@ class SharedPolicy:
 def run_with_faults(tmp: Path, protocols=("dynamixel",), seconds: float = 4.0, drop: float = 0.0,
                     corrupt: float = 0.0, delay_p: float = 0.0, delay_ms: float = 0.0, seed: int = 0,
                     torque_on_stop: str = "hold", control_hz: float = 100.0, max_stale_s: Optional[float] = None,
-                    policy=None) -> dict:
+                    policy=None, sim_realtime: bool = False) -> dict:
     """One run; returns {"summary", "logs": [read_sim_log per arm], "checks": {...}}. Two protocols = a dual-arm
-    robot (the 7 joints split 4 + 3 over two controllers, each with its own faults)."""
+    robot (the 7 joints split 4 + 3 over two controllers, each with its own faults). `sim_realtime`: run the
+    simulators under SCHED_FIFO (when allowed) so that, like servo hardware, they answer whatever load the host
+    carries; the faults they inject are then the only faults on the bus."""
     from drivers.arm.sim import SimulatedController
     from drivers.arm.sim_log import read_sim_log
     from edge.config import from_yaml
@@ -83,6 +85,11 @@ def run_with_faults(tmp: Path, protocols=("dynamixel",), seconds: float = 4.0, d
                                       watchdog_ms=500 if protocol == "framed" else 200)
             port = sim.start()
             sims.append(sim)
+            if sim_realtime:
+                try:
+                    os.sched_setscheduler(sim.proc.pid, os.SCHED_FIFO, os.sched_param(60))
+                except (AttributeError, OSError):
+                    pass
             logs.append(log)
             arms.append(_arm(protocol, port, ids, {"watchdog_ms": 500} if protocol == "framed" else {}))
         cfg = from_yaml(DEFAULT_CONFIG)
