@@ -1,35 +1,39 @@
-"""`bench --model-only`: FLOPs and bytes per component of one control step from the real model configurations, and
-a roofline lower bound of latency on a Jetson target (DESIGN §4): per component max(FLOPs / peak, bytes / bandwidth).
+"""`bench --model-only`: FLOPs, bytes and resident weights per component of one control step from the model
+configuration records, and a roofline lower bound of latency on a Jetson target (DESIGN §4): per component
+max(FLOPs / peak, bytes / bandwidth).
 
-Pure python + numpy: no torch, no model weights. The FLUX.2 configurations are read from the source of
-quantize/model/flux2.py (FLUX2_PRESETS) and quantize/model/action_expert.py (ActionExpertConfig) with `ast`, so the
-numbers follow the code without importing torch (tests/edge/test_roofline.py checks them against the imports).
-Ovis-U1 numbers come from DESIGN §2 (table OVIS_U1 below). Counting rules:
+Pure python: no torch, no model weights. The configurations are the very records the model classes are built from
+(edge/model_configs.py: FLUX.2 klein 4B/9B and their action experts, the Ovis-U1 Yak DiT, its expert, AIMv2 visual
+tokenizer, Qwen3-1.7B and autoencoder), and each component's parameter count is that of the parameters its engine
+reads (tests/edge/test_roofline.py checks every count against the torch classes, built at real size on fake (meta)
+tensors). Counting rules:
 - a matmul of an [n, k] activation by a [k, m] weight: 2 n k m FLOPs; weights read once per pass;
 - attention: 4 * queries * keys * (heads * head_dim) FLOPs (QK^T and AV), kept in FP16 at every precision
   (softmax stays in high precision, DESIGN §3); linear layers run at the precision's peak (INT8/FP8/FP16);
 - the K/V cache is FP16 (2 bytes) at every precision: written by the prefill, re-read by every denoise step;
 - convolution activations (the autoencoder) are read and written once per layer (no fusion: an upper bound on
   traffic, the FLOPs dominate anyway);
-- the text encoder runs once per instruction (prompt cache) and is not on our control path; the official
-  evaluation re-encodes 512 padded tokens every step (reported as `reference`).
+- embedding tables are resident but only their looked-up rows are read;
+- resident memory counts what stays on the device during the control loop: the weights of the on-path engines
+  and the K/V cache. The text encoder runs once per instruction (prompt cache) and is not on our control path:
+  listed, never resident; the official evaluation re-encodes 512 padded tokens every step (reported as `reference`).
+  A module fits when resident + RESERVE_GB (OS, CUDA context, activations, TensorRT workspace) < its memory.
 The video-WAM baseline (FastWAM-like) runs the same backbone over the current frame plus F future latent frames for
 K denoising passes, then the same action loop over that longer cache."""
 from __future__ import annotations
 
-import ast
-import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from .errors import ConfigError
+from .model_configs import (FLUX2_PRESETS, FLUX2_VAE, OVIS_U1_LLM, OVIS_U1_VAE, TEXT_ENCODER_LAYERS, TEXT_ENCODERS,
+                            ImagePreprocess, VisualTokenizerConfig, YakConfig, YakExpertConfig, flux2_expert)
 
-ROOT = Path(__file__).resolve().parents[1]
 HORIZON, STEPS, ACTION_DIM, STATE_DIM = 16, 10, 7, 8
 CANVAS_HW = (224, 448)  # LIBERO canvas
 DEFAULT_TEXT_TOKENS = 44  # the prompt template + a short instruction in the Qwen3 chat template (est.)
 PADDED_TEXT = 512
 SEED_CLAIM_SAVED = 0.847  # "84.7% FLOPs saved" vs FastWAM (seed/ImageWAM.txt)
+RESERVE_GB = 2.0  # besides the resident weights and K/V cache: OS, CUDA context, activations, TensorRT workspace
 
 
 @dataclass(frozen=True)
@@ -52,53 +56,8 @@ TARGETS = {  # DESIGN §4 (dense, derived)
 }
 PRECISIONS = {"fp16": 2.0, "int8": 1.0, "fp8": 1.0}  # weight bytes per parameter
 VARIANTS = ("flux2-4b", "flux2-9b", "ovis-u1")
-
-
-# --- configurations -------------------------------------------------------------------------------------------
-def _literal(node):
-    return ast.literal_eval(node)
-
-
-def _dataclass_defaults(tree: ast.Module, cls: str) -> dict:
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == cls:
-            return {s.target.id: _literal(s.value) for s in node.body
-                    if isinstance(s, ast.AnnAssign) and s.value is not None and isinstance(s.target, ast.Name)}
-    raise ConfigError(f"class {cls} not found")
-
-
-def read_configs(root: Path = ROOT) -> dict:
-    """{"flux2-4b": {...Flux2Config fields}, "flux2-9b": ..., "expert": {...ActionExpertConfig defaults}} from the
-    model source files (no torch import)."""
-    src_b, src_e = root / "quantize/model/flux2.py", root / "quantize/model/action_expert.py"
-    try:
-        tree_b, tree_e = ast.parse(src_b.read_text()), ast.parse(src_e.read_text())
-    except OSError as exc:
-        raise ConfigError(f"--model-only reads the FLUX.2 configurations from {src_b} and {src_e}: {exc}") from None
-    base = _dataclass_defaults(tree_b, "Flux2Config")
-    out = {"expert": _dataclass_defaults(tree_e, "ActionExpertConfig")}
-    for node in tree_b.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "FLUX2_PRESETS" for t in node.targets):
-            for key, call in zip(node.value.keys, node.value.values):
-                out[_literal(key)] = {**base, **{kw.arg: _literal(kw.value) for kw in call.keywords}}
-    return out
-
-
-# Ovis-U1 (DESIGN §2 table and text; Qwen3-1.7B and AIMv2-large sizes are their public configs; token counts est.)
-OVIS_U1 = {
-    "backbone": {"hidden": 1536, "heads": 12, "head_dim": 128, "depth_double": 6, "depth_single": 12, "mlp_ratio": 4.0,
-                 "context_dim": 4096, "image_branch": True, "per_block_modulation": True},
-    "expert": {"hidden": 1536, "heads": 12, "head_dim": 128, "depth_double": 6, "depth_single": 12, "mlp_ratio": 4.0,
-               "per_block_modulation": True},  # a full-width clone of the backbone blocks (~1B)
-    "vision_tower": {"layers": 24, "hidden": 1024, "mlp": 2816, "patch": 14},  # AIMv2-large, SwiGLU
-    "llm": {"layers": 28, "hidden": 2048, "mlp": 6144, "q_heads": 16, "kv_heads": 8, "head_dim": 128},  # Qwen3-1.7B
-    "visual_tokens_per_patch": 0.25,  # 2x2 patch merge into the LLM (est.)
-    "vae_latent": 4,
-}
-QWEN3 = {  # text encoders of FLUX.2 klein (public configs); only layers up to 27 are needed
-    "flux2-4b": {"layers": 27, "hidden": 2560, "mlp": 9728, "q_heads": 32, "kv_heads": 8, "head_dim": 128},
-    "flux2-9b": {"layers": 27, "hidden": 4096, "mlp": 12288, "q_heads": 32, "kv_heads": 8, "head_dim": 128},
-}
+OVIS_U1 = {"backbone": YakConfig(), "expert": YakExpertConfig(), "tokenizer": VisualTokenizerConfig(),
+           "preprocess": ImagePreprocess(), "llm": OVIS_U1_LLM, "vae": OVIS_U1_VAE}  # the Ovis-U1-3B records
 
 
 @dataclass(frozen=True)
@@ -110,9 +69,10 @@ class Cost:
     attn_flops: float  # attention FLOPs at the FP16 peak
     weight_bytes: float  # weights read (per pass x passes)
     other_bytes: float  # K/V, activations, inputs and outputs
-    params: float  # distinct parameters
+    params: float  # distinct parameters the engine holds (resident while on the control path)
     passes: int = 1
     on_path: bool = True  # False: not on our control path (cached text encoder)
+    cache_bytes: float = 0.0  # K/V cache it writes (resident during the step)
 
     @property
     def flops(self) -> float:
@@ -128,101 +88,182 @@ def _times(c: Cost, n: int) -> Cost:
                    other_bytes=c.other_bytes * n, passes=c.passes * n)
 
 
+def linear(n_in: int, n_out: int, bias: bool = False) -> int:
+    return n_in * n_out + (n_out if bias else 0)
+
+
 # --- components -----------------------------------------------------------------------------------------------
-def vae_encoder(h: int, w: int, wbytes: float, abytes: float, blocks=(128, 256, 512, 512), layers: int = 2,
-                latent: int = 32, name: str = "vision_encoder") -> Cost:
-    """diffusers Encoder (DownEncoderBlock2D x4 + mid block with attention) + quant_conv, on an h x w image."""
-    flops = params = act = 0.0
+def vae_encoder(h: int, w: int, wbytes: float, abytes: float, cfg: dict = FLUX2_VAE, name: str = "vision_encoder") -> Cost:
+    """diffusers `Encoder` (DownEncoderBlock2D x N + mid block with attention) + quant_conv, on an h x w image."""
+    blocks, layers = tuple(cfg["block_out_channels"]), int(cfg.get("layers_per_block", 2))
+    latent = int(cfg.get("latent_channels", 4))
+    flops, params, act = 0.0, 0, 0.0
 
     def conv(cin, cout, hh, ww, k=3):
         nonlocal flops, params, act
         flops += 2.0 * cin * cout * k * k * hh * ww
-        params += cin * cout * k * k
+        params += cin * cout * k * k + cout
         act += (cin + cout) * hh * ww * abytes
+
+    def resnet(cin, cout, hh, ww):
+        nonlocal params
+        params += 2 * cin + 2 * cout  # GroupNorm weights and biases
+        conv(cin, cout, hh, ww)
+        conv(cout, cout, hh, ww)
+        if cin != cout:
+            conv(cin, cout, hh, ww, k=1)
 
     conv(3, blocks[0], h, w)
     cin, hh, ww = blocks[0], h, w
     for i, c in enumerate(blocks):
         for _ in range(layers):
-            conv(cin, c, hh, ww)
-            conv(c, c, hh, ww)
-            if cin != c:
-                conv(cin, c, hh, ww, k=1)
+            resnet(cin, c, hh, ww)
             cin = c
         if i < len(blocks) - 1:
             hh, ww = hh // 2, ww // 2
             conv(c, c, hh, ww)  # stride-2 downsample, output resolution
     n = hh * ww
-    for _ in range(2):  # mid block resnets
-        conv(cin, cin, hh, ww)
-        conv(cin, cin, hh, ww)
-    attn_params = 4.0 * cin * cin
-    flops += 2.0 * attn_params * n
-    params += attn_params
+    resnet(cin, cin, hh, ww)
+    attn = 0.0
+    if cfg.get("mid_block_add_attention", True):
+        params += 2 * cin + 4 * linear(cin, cin, bias=True)  # group norm, q/k/v/out projections
+        flops += 2.0 * 4 * cin * cin * n
+        attn = 4.0 * n * n * cin
+    resnet(cin, cin, hh, ww)
+    params += 2 * cin  # conv_norm_out
     conv(cin, 2 * latent, hh, ww)
-    conv(2 * latent, 2 * latent, hh, ww, k=1)
-    return Cost(name, flops, 4.0 * n * n * cin, params * wbytes, act + 3 * h * w * abytes, params)
+    if cfg.get("use_quant_conv", True):
+        conv(2 * latent, 2 * latent, hh, ww, k=1)
+    return Cost(name, flops, attn, params * wbytes, act + 3 * h * w * abytes, params)
 
 
-def transformer_llm(cfg: dict, tokens: int, wbytes: float, name: str, on_path: bool) -> Cost:
-    """Decoder-only LM (GQA attention, SwiGLU MLP) over `tokens`, embeddings excluded (a lookup)."""
-    hd = cfg["head_dim"]
-    per_layer = cfg["hidden"] * hd * (2 * cfg["q_heads"] + 2 * cfg["kv_heads"]) + 3 * cfg["hidden"] * cfg["mlp"]
-    params = per_layer * cfg["layers"]
-    attn = 4.0 * tokens * tokens * cfg["q_heads"] * hd * cfg["layers"]
-    acts = 2.0 * tokens * cfg["hidden"] * 2 * cfg["layers"]
-    return Cost(name, 2.0 * params * tokens, attn, params * wbytes, acts, params, on_path=on_path)
+def qwen3(cfg: dict, tokens: int, wbytes: float, name: str, on_path: bool, layers: int | None = None) -> Cost:
+    """transformers `Qwen3Model` (GQA attention with q/k RMS norms, SwiGLU MLP) over `tokens`; its embedding table
+    is resident, only the looked-up rows are read."""
+    h, hd, m = cfg["hidden_size"], cfg["head_dim"], cfg["intermediate_size"]
+    q, kv, bias = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd, cfg.get("attention_bias", False)
+    n_layers = layers or cfg["num_hidden_layers"]
+    matmuls = linear(h, q, bias) + 2 * linear(h, kv, bias) + linear(q, h, bias) + 3 * h * m
+    per_layer = matmuls + 2 * hd + 2 * h  # + q/k norms, input and post-attention norms
+    body = per_layer * n_layers + h  # + final norm
+    embed = cfg["vocab_size"] * h
+    attn = 4.0 * tokens * tokens * q * n_layers
+    acts = 2.0 * tokens * h * 2 * n_layers
+    return Cost(name, 2.0 * matmuls * n_layers * tokens, attn, body * wbytes, acts + tokens * h * wbytes, body + embed,
+                on_path=on_path)
 
 
-def vit(cfg: dict, tokens: int, wbytes: float, name: str) -> Cost:
-    h = cfg["hidden"]
-    params = (4 * h * h + 3 * h * cfg["mlp"]) * cfg["layers"] + 3 * cfg["patch"] ** 2 * h
-    return Cost(name, 2.0 * params * tokens, 4.0 * tokens * tokens * h * cfg["layers"], params * wbytes,
-                2.0 * tokens * h * 2 * cfg["layers"], params)
+def visual_tokenizer(cfg: VisualTokenizerConfig, patches: int, llm_hidden: int, wbytes: float,
+                     name: str = "vlm_vision_tower") -> Cost:
+    """Ovis-U1's AIMv2 tower + probabilistic head + `vte` (probabilities @ visual embedding table) over `patches`."""
+    a, v = cfg.backbone, cfg.vocab_size - cfg.indicators
+    h, hs2 = a.hidden, a.hidden_stride ** 2
+    patch = linear(a.num_channels * a.patch_size ** 2, h, bias=True)
+    block = (linear(h, 3 * h, a.qkv_bias) + linear(h, h, a.use_bias) + 2 * linear(h, a.intermediate, a.use_bias)
+             + linear(a.intermediate, h, a.use_bias))
+    pos = (a.image_size // a.patch_size) ** 2 * h if a.preserve_original_pe else 0
+    head = linear(h * hs2, v)
+    vte = cfg.vocab_size * llm_hidden
+    params = patch + h + pos + a.layers * (block + 2 * h) + head + 2 * v + vte  # post_trunk_norm is never run
+    visual = patches // hs2
+    lin = patches * (patch + a.layers * block) + visual * (head + v * llm_hidden)
+    attn = 4.0 * patches * patches * h * a.layers
+    return Cost(name, 2.0 * lin, attn, params * wbytes, 2.0 * patches * h * 2 * a.layers, params)
 
 
-def mmdit_prefill(b: dict, text: int, image: int, wbytes: float, kv_bytes: float = 2.0, name: str = "prefill") -> Cost:
-    """FLUX.2-style backbone pass over [text(+proprio) ; image]; K/V of every layer written out."""
-    h, m = b["hidden"], int(b["hidden"] * b["mlp_ratio"])
-    attn_dim = b["heads"] * b.get("head_dim", h // b["heads"])
+def flux2_prefill(b, text: int, image: int, wbytes: float, kv_bytes: float = 2.0, proprio_dim: int = STATE_DIM,
+                  name: str = "prefill") -> Cost:
+    """FLUX.2 backbone pass over [text(+proprio) ; image] (+ the proprio encoder); K/V of every layer written out.
+    The output layer (`final_layer`) and the guidance embedder are never run."""
+    h, a, m, hd = b.hidden, b.heads * b.head_dim, b.mlp_hidden, b.head_dim
     s = text + image
-    swiglu = "image_branch" not in b  # FLUX.2: SwiGLU (3 matrices); Ovis-U1 Yak: GELU MLP (2 matrices)
-    mlp = (3 if swiglu else 2) * h * m
-    stream = 4 * h * attn_dim + mlp  # qkv + proj + MLP
-    single = h * (3 * attn_dim + (2 if swiglu else 1) * m) + (attn_dim + m) * h
-    lin = b["depth_double"] * stream * s + b["depth_single"] * single * s  # (params x tokens), both streams
-    params = b["depth_double"] * 2 * stream + b["depth_single"] * single
-    attn = 4.0 * s * s * attn_dim * (b["depth_double"] + b["depth_single"])
-    if b.get("image_branch"):  # Ovis-U1 double blocks: an extra image-only self-attention branch
-        lin += b["depth_double"] * 4 * h * attn_dim * image
-        params += b["depth_double"] * 4 * h * attn_dim
-        attn += 4.0 * image * image * attn_dim * b["depth_double"]
-    mod = (b["depth_double"] * 12 * h * h + b["depth_single"] * 3 * h * h) if b.get("per_block_modulation") \
-        else (12 * h * h + 3 * h * h)  # adaLN linears (one token)
-    embed = b["context_dim"] * h + 128 * h + 256 * h + h * h
-    lin += b["context_dim"] * h * text + 128 * h * image
-    params += mod + embed
-    layers = b["depth_double"] + b["depth_single"]
-    kv = 2.0 * layers * s * attn_dim * kv_bytes
-    return Cost(name, 2.0 * lin, attn, params * wbytes, kv + 2.0 * s * h * 2, params)
+    stream = linear(h, 3 * a) + linear(a, h) + linear(h, 2 * m) + linear(m, h)  # one stream's matmuls, SwiGLU
+    single = linear(h, 3 * a + 2 * m) + linear(a + m, h)
+    mods = 2 * linear(h, 6 * h) + linear(h, 3 * h)
+    vec = linear(256, h) + linear(h, h) + mods  # time embedder + shared modulation: one token
+    proprio = linear(proprio_dim, b.context_dim, bias=True)
+    params = (b.depth_double * (2 * stream + 4 * hd) + b.depth_single * (single + 2 * hd) + vec
+              + linear(b.in_channels, h) + linear(b.context_dim, h) + proprio)
+    lin = (b.depth_double * stream * s + b.depth_single * single * s + b.in_channels * h * image
+           + b.context_dim * h * text + vec + proprio)
+    attn = 4.0 * s * s * a * b.layers
+    kv = 2.0 * b.layers * s * a * kv_bytes
+    return Cost(name, 2.0 * lin, attn, params * wbytes, kv + 2.0 * s * h * 2, params, cache_bytes=kv)
 
 
-def expert_step(e: dict, prefix: int, wbytes: float, kv_bytes: float = 2.0, horizon: int = HORIZON,
-                name: str = "denoise_step") -> Cost:
-    """One action-expert velocity evaluation: `horizon` action tokens attending to [prefix K/V ; action K/V]."""
-    h = e["hidden"]
-    attn_dim = e["heads"] * e["head_dim"]
-    m = int(round(h * e["mlp_ratio"]))
-    double = 3 * h * attn_dim + attn_dim * h + 3 * h * m
-    single = h * (3 * attn_dim + 2 * m) + (attn_dim + m) * h
-    layers = e["depth_double"] + e["depth_single"]
-    params = e["depth_double"] * double + e["depth_single"] * single
-    lin = params * horizon
-    mods = (e["depth_double"] * 12 + e["depth_single"] * 3) * h * h if e.get("per_block_modulation") else 9 * h * h
-    params += mods + 256 * h + h * h + 2 * h * h + 2 * ACTION_DIM * h  # adaLN, time embedder, head, in/out
-    attn = 4.0 * horizon * (prefix + horizon) * attn_dim * layers
-    kv = 2.0 * layers * prefix * attn_dim * kv_bytes
+def _yak_parts(h: int, m: int, qkv_bias: bool) -> dict:
+    attn = linear(h, 3 * h, qkv_bias) + linear(h, h, True)
+    mlp = linear(h, m, True) + linear(m, h, True)
+    return {"attn": attn, "mlp": mlp, "single": linear(h, 3 * h + m, True) + linear(h + m, h, True),
+            "mod": lambda sets: linear(h, 3 * sets * h, True)}
+
+
+def yak_prefill(b: YakConfig, text: int, image: int, wbytes: float, kv_bytes: float = 2.0, proprio_dim: int = STATE_DIM,
+                name: str = "prefill") -> Cost:
+    """Ovis-U1 Yak pass over [refined VLM context(+proprio) ; reference image]: token refiner, double blocks with the
+    extra image self-attention branch, single blocks; joint K/V of every layer and image self-attention K/V of every
+    double block written out. `final_layer` and the guidance embedder are never run."""
+    h, hd, y = b.hidden, b.head_dim, _yak_parts(b.hidden, b.mlp_hidden, b.qkv_bias)
+    s = text + image
+    img = 2 * y["attn"] + y["mlp"]  # joint + self-attention branches, MLP: applied to image tokens
+    txt = y["attn"] + y["mlp"]  # applied to text tokens
+    double = img + txt + y["mod"](3) + y["mod"](2) + 3 * 2 * hd
+    single = y["single"] + 2 * hd + y["mod"](1)
+    r_mlp = int(h * 4.0)
+    r_block = linear(h, 3 * h, True) + linear(h, h, True) + linear(h, r_mlp, True) + linear(r_mlp, h, True)
+    refiner_vec = linear(b.context_dim, h, True) + linear(h, h, True) + b.refiner_depth * linear(h, 2 * h, True)
+    refiner = linear(b.context_dim, h, True) + refiner_vec + b.refiner_depth * (r_block + 4 * h) + h  # + CLS token
+    vec = linear(256, h, True) + linear(h, h, True) + linear(b.vec_in_dim, h, True) + linear(h, h, True)
+    mods = b.depth_double * (y["mod"](3) + y["mod"](2)) + b.depth_single * y["mod"](1)
+    proprio = linear(proprio_dim, b.context_dim, bias=True)
+    params = b.depth_double * double + b.depth_single * single + refiner + vec + linear(b.in_channels, h, True) + proprio
+    lin = (b.depth_double * (img * image + txt * text) + b.depth_single * y["single"] * s + b.in_channels * h * image
+           + b.context_dim * h * text + r_block * b.refiner_depth * (text + 1) + refiner_vec + vec + mods + proprio)
+    attn = 4.0 * s * s * h * b.layers + 4.0 * image * image * h * b.depth_double
+    attn += 4.0 * (text + 1) ** 2 * h * b.refiner_depth
+    kv = 2.0 * (b.layers * s + b.depth_double * image) * h * kv_bytes
+    return Cost(name, 2.0 * lin, attn, params * wbytes, kv + 2.0 * s * h * 2, params, cache_bytes=kv)
+
+
+def flux2_expert_step(e, prefix: int, wbytes: float, kv_bytes: float = 2.0, horizon: int = HORIZON,
+                      name: str = "denoise_step") -> Cost:
+    """One FLUX.2 action-expert velocity: `horizon` action tokens attending to [prefix K/V ; action K/V]."""
+    h, a, m, hd = e.hidden, e.attn_dim, e.mlp_hidden, e.head_dim
+    double = linear(h, 3 * a) + linear(a, h) + linear(h, 2 * m) + linear(m, h)
+    single = linear(h, 3 * a + 2 * m) + linear(a + m, h)
+    vec = linear(256, h) + linear(h, h) + linear(h, 6 * h) + linear(h, 3 * h) + linear(h, 2 * h)  # time, mods, head adaLN
+    io = linear(e.action_dim, h, True) + linear(h, e.action_dim)
+    params = e.depth_double * (double + 2 * hd) + e.depth_single * (single + 2 * hd) + vec + io
+    lin = (e.depth_double * double + e.depth_single * single) * horizon + vec + io * horizon
+    attn = 4.0 * horizon * (prefix + horizon) * a * e.layers
+    kv = 2.0 * e.layers * prefix * a * kv_bytes
     return Cost(name, 2.0 * lin, attn, params * wbytes, kv, params)
+
+
+def yak_expert_step(e: YakExpertConfig, prefix: int, image: int, wbytes: float, kv_bytes: float = 2.0,
+                    horizon: int = HORIZON, name: str = "denoise_step") -> Cost:
+    """One Ovis-U1 action-expert velocity: in double blocks the action tokens attend to [joint prefix K/V ; action
+    K/V] and to [image self-attention K/V ; action K/V]; in single blocks to [prefix K/V ; action K/V]. The double
+    blocks' text-stream parameters (present in the class and the checkpoint) are never run, so not in the engine."""
+    h, hd = e.hidden, e.head_dim
+    m = int(h * e.mlp_ratio)
+    y = _yak_parts(h, m, e.qkv_bias)
+    double = 2 * y["attn"] + y["mlp"]
+    vec = linear(256, h, True) + linear(h, h, True) + e.depth_double * y["mod"](3) + e.depth_single * y["mod"](1)
+    vec += linear(h, 2 * h, True)  # head adaLN
+    io = linear(e.action_dim, h, True) + linear(h, e.action_dim, True)
+    params = e.depth_double * (double + 2 * 2 * hd) + e.depth_single * (y["single"] + 2 * hd) + vec + io
+    lin = (e.depth_double * double + e.depth_single * y["single"]) * horizon + vec + io * horizon
+    attn = 4.0 * horizon * (prefix + horizon) * h * e.layers + 4.0 * horizon * (image + horizon) * h * e.depth_double
+    kv = 2.0 * (e.layers * prefix + e.depth_double * image) * h * kv_bytes
+    return Cost(name, 2.0 * lin, attn, params * wbytes, kv, params)
+
+
+def ovis_tokens(text_tokens: int, canvas=CANVAS_HW) -> tuple[int, int]:
+    """(vision-tower patches, VLM context tokens) for a canvas: the image is resized as Ovis-U1's preprocessing does."""
+    pre = OVIS_U1["preprocess"]
+    rows, cols = pre.grid(*canvas)
+    return rows * cols, text_tokens + pre.visual_tokens(*canvas)
 
 
 def step_costs(variant: str, precision: str, text_tokens: int = DEFAULT_TEXT_TOKENS, canvas=CANVAS_HW,
@@ -235,23 +276,20 @@ def step_costs(variant: str, precision: str, text_tokens: int = DEFAULT_TEXT_TOK
     h, w = canvas
     image = (h // 16) * (w // 16)
     if variant.startswith("flux2"):
-        cfgs = read_configs()
-        b = cfgs[variant]
-        e = {**cfgs["expert"], "heads": b["heads"], "head_dim": b["hidden"] // b["heads"],
-             "depth_double": b["depth_double"], "depth_single": b["depth_single"]}
-        text = transformer_llm(QWEN3[variant], text_tokens, wb, "text_encoder (cached)", on_path=False)
-        vision = vae_encoder(h, w, wb, ab)
-        prefill = mmdit_prefill(b, text_tokens + 1, image, wb)
-        step = expert_step(e, text_tokens + 1 + image, wb)
+        b = FLUX2_PRESETS[variant]
+        text = qwen3(TEXT_ENCODERS[variant], text_tokens, wb, "text_encoder (cached)", on_path=False,
+                     layers=TEXT_ENCODER_LAYERS)
+        vision = vae_encoder(h, w, wb, ab, FLUX2_VAE)
+        prefill = flux2_prefill(b, text_tokens + 1, image, wb)
+        step = flux2_expert_step(flux2_expert(b, ACTION_DIM), text_tokens + 1 + image, wb)
         return [text, vision, prefill, _times(step, steps)]
     o = OVIS_U1
-    patches = (h // o["vision_tower"]["patch"]) * (w // o["vision_tower"]["patch"])
-    llm_tokens = text_tokens + int(patches * o["visual_tokens_per_patch"])
-    tower = vit(o["vision_tower"], patches, wb, "vlm_vision_tower")
-    llm = transformer_llm(o["llm"], llm_tokens, wb, "vlm_llm", on_path=True)
-    vision = vae_encoder(h, w, wb, ab, latent=o["vae_latent"], name="vae_encoder")
-    prefill = mmdit_prefill(o["backbone"], llm_tokens + 1, image, wb)
-    step = expert_step(o["expert"], llm_tokens + 1 + image, wb)
+    patches, llm_tokens = ovis_tokens(text_tokens, canvas)
+    tower = visual_tokenizer(o["tokenizer"], patches, o["llm"]["hidden_size"], wb)
+    llm = qwen3(o["llm"], llm_tokens, wb, "vlm_llm", on_path=True)
+    vision = vae_encoder(h, w, wb, ab, o["vae"], name="vae_encoder")
+    prefill = yak_prefill(o["backbone"], llm_tokens + 1, image, wb)
+    step = yak_expert_step(o["expert"], llm_tokens + 1 + image, image, wb)
     return [tower, llm, vision, prefill, _times(step, steps)]
 
 
@@ -280,21 +318,18 @@ def video_baseline(variant: str, precision: str, frames: int, passes: int, text_
     h, w = canvas
     image = (h // 16) * (w // 16)
     video_tokens = image * (1 + frames)
-    if variant.startswith("flux2"):
-        cfgs = read_configs()
-        b = cfgs[variant]
-        e = {**cfgs["expert"], "heads": b["heads"], "head_dim": b["hidden"] // b["heads"],
-             "depth_double": b["depth_double"], "depth_single": b["depth_single"]}
-        ctx = text_tokens + 1
-    else:
-        b, e = OVIS_U1["backbone"], OVIS_U1["expert"]
-        patches = (h // OVIS_U1["vision_tower"]["patch"]) * (w // OVIS_U1["vision_tower"]["patch"])
-        ctx = text_tokens + int(patches * OVIS_U1["visual_tokens_per_patch"]) + 1
     wb = PRECISIONS[precision]
-    video = _times(mmdit_prefill(b, ctx, video_tokens, wb, name="video_denoise"), passes)
-    step = expert_step(e, ctx + video_tokens, wb)
+    if variant.startswith("flux2"):
+        b = FLUX2_PRESETS[variant]
+        ctx = text_tokens + 1
+        video = flux2_prefill(b, ctx, video_tokens, wb, name="video_denoise")
+        step = flux2_expert_step(flux2_expert(b, ACTION_DIM), ctx + video_tokens, wb)
+    else:
+        ctx = ovis_tokens(text_tokens, canvas)[1] + 1
+        video = yak_prefill(OVIS_U1["backbone"], ctx, video_tokens, wb, name="video_denoise")
+        step = yak_expert_step(OVIS_U1["expert"], ctx + video_tokens, video_tokens, wb)
     keep = [c for c in ours if c.name not in ("prefill", "denoise_step")]
-    return keep + [video, _times(step, steps)]
+    return keep + [_times(video, passes), _times(step, steps)]
 
 
 def totals(costs: list[Cost], target: Target, precision: str) -> dict:
@@ -306,7 +341,8 @@ def totals(costs: list[Cost], target: Target, precision: str) -> dict:
     return {"components": per, "tflops": round(sum(c.flops for c in on) / 1e12, 4),
             "gbytes": round(sum(c.bytes for c in on) / 1e9, 3),
             "roofline_ms": round(sum(roofline_ms(c, target, precision)["ms"] for c in on), 2),
-            "resident_gb": round(sum(c.params for c in costs) * PRECISIONS[precision] / 1e9, 2)}
+            "resident_gb": round((sum(c.params for c in on) * PRECISIONS[precision] + sum(c.cache_bytes for c in on)) / 1e9, 2),
+            "off_path_gb": round(sum(c.params for c in costs if not c.on_path) * PRECISIONS[precision] / 1e9, 2)}
 
 
 def _expand(value: str, allowed) -> list[str]:
@@ -330,7 +366,7 @@ def model_only(variant: str = "flux2-4b", target: str = "orin-agx-64gb", precisi
                         continue  # skipped in tables; refused when asked for explicitly
                 check_precision(tg, p)
                 ours = totals(step_costs(v, p, text_tokens), tg, p)
-                fits = ours["resident_gb"] + 2 < tg.memory_gb
+                fits = ours["resident_gb"] + RESERVE_GB < tg.memory_gb
                 grid = {}
                 for f in video_frames:
                     for k in video_passes:
@@ -359,6 +395,8 @@ def format_table(result: dict) -> str:
                      f"{r['roofline_ms']:>11.1f}  ({comps})  {r['resident_gb']:>6.1f}{'' if r['fits_memory'] else ' NO FIT'}"
                      f"  {vb.get('F4_K1', {}).get('flops_saved', float('nan')):.1%}  {vb.get('F4_K10', {}).get('flops_saved', float('nan')):.1%}")
     r0 = result["rows"][0]
+    lines.append(f"(resident: weights of the engines on the control path + the K/V cache, the cached text encoder is "
+                 f"not; NO FIT: resident + {RESERVE_GB:g} GB reserve reaches the module's memory)")
     lines.append(f"(C: compute-bound, M: memory-bound; text {r0['text_tokens']} valid tokens; the official path's 512 "
                  f"padded tokens make the FLUX.2-4B step {result['reference_padded_text_flux2_4b_tflops']} TFLOP)")
     lines.append(f"video-WAM baseline (same backbone, F future latent frames, K backbone passes) closest to the seed's "

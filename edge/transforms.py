@@ -3,6 +3,7 @@ the embodiment presets of the official evaluations (LIBERO, RoboTwin)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -106,7 +107,27 @@ def libero_gripper(actions: np.ndarray) -> np.ndarray:
     return out
 
 
-POSTPROCESS = {"none": lambda a: np.asarray(a, dtype=np.float32), "libero-gripper": libero_gripper}
+def as_float32(actions: np.ndarray) -> np.ndarray:
+    return np.asarray(actions, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """An embodiment's post-processing of un-normalised actions (what the robot receives). `binary` names the
+    dimensions it binarises (negative: counted from the end): the quantization gate compares them by sign, since a
+    flipped gripper is wrong whatever the size of the normalised error behind it."""
+
+    fn: Callable[[np.ndarray], np.ndarray]
+    binary: tuple[int, ...] = ()
+
+    def __call__(self, actions: np.ndarray) -> np.ndarray:
+        return self.fn(actions)
+
+    def binary_dims(self, action_dim: int) -> tuple[int, ...]:
+        return tuple(sorted({d % action_dim for d in self.binary}))
+
+
+POSTPROCESS = {"none": PostProcess(as_float32), "libero-gripper": PostProcess(libero_gripper, binary=(-1,))}
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import numpy as np
 from edge.atomic import replace_dir, staged_dir, write_json
 from edge.errors import ImageWAMEdgeError
 
-from .onnx_utils import compare, float64_nodes, rename_nodes_uniquely, sha256_file, tensor_shapes
+from .onnx_utils import compare, float64_nodes, rename_nodes_uniquely, sha256_file, stored_tensors, tensor_shapes
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +62,25 @@ def _dynamic_shapes(component):
     return spec if any(v for v in spec.values()) else None
 
 
-def export_component(component, out_dir: Path, opset: int) -> dict:
-    """Export, rename nodes, refuse float64, check onnxruntime vs torch. Returns the metadata dict."""
+def export_component(component, out_dir: Path, opset: int, announce: Callable[[dict], None] = lambda counts: None) -> dict:
+    """Export, rename nodes, refuse float64, check onnxruntime vs torch. Returns the metadata dict.
+
+    The torch reference runs first and records the parameters it reads: the component's own count and bytes
+    (a component module wraps the whole model, so `module.parameters()` would count every component), passed to
+    `announce` before the (long) export."""
     import onnx
     import onnxruntime as ort
     import torch
 
+    from .export_spec import parameter_counts, run_counting_parameters
+
     path = out_dir / f"{component.name}.onnx"
     args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in component.inputs.values())
-    n_bytes = sum(p.numel() * p.element_size() for p in component.module.parameters())
-    external = n_bytes > EXTERNAL_DATA_BYTES
+    refs, used = run_counting_parameters(component.module, args)
+    refs = refs if isinstance(refs, tuple) else (refs,)
+    counts = parameter_counts(used)
+    announce(counts)
+    external = counts["parameters_bytes"] > EXTERNAL_DATA_BYTES
     t0 = time.perf_counter()
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" etc.
     try:
@@ -95,9 +104,6 @@ def export_component(component, out_dir: Path, opset: int) -> dict:
     export_s = time.perf_counter() - t0
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outs = session.run(list(component.outputs), {k: np.ascontiguousarray(v) for k, v in component.inputs.items()})
-    with torch.no_grad():
-        refs = component.module(*args)
-    refs = refs if isinstance(refs, tuple) else (refs,)
     parity = {name: compare(r.float().numpy(), o) for name, r, o in zip(component.outputs, refs, outs)}
     for name, p in parity.items():
         if p["cosine"] < PARITY["cosine"] or p["rel_max_abs"] > PARITY["rel_max_abs"]:
@@ -109,7 +115,8 @@ def export_component(component, out_dir: Path, opset: int) -> dict:
             "dynamic": {k: {str(a): s for a, s in v.items()} for k, v in component.dynamic.items()},
             "ranges": {k: list(v) for k, v in component.ranges.items()},
             "example_shapes": {k: list(v.shape) for k, v in component.inputs.items()},
-            "parameters_bytes": n_bytes, "nodes": len(model.graph.node), "quantize": component.quantize,
+            **counts, "weights_bytes": stored_tensors(model)["bytes"],  # stored in the file (+ constants, - dead code)
+            "nodes": len(model.graph.node), "quantize": component.quantize,
             "optional": component.optional, "notes": component.notes, "export_seconds": round(export_s, 2),
             "parity_vs_torch": parity}
 
@@ -154,13 +161,17 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
         components = export_components(spec.variant, loaded, text_encoder=text_encoder)
         metas = {}
         for i, (name, comp) in enumerate(components.items(), 1):
-            progress(f"[{i}/{len(components)}] exporting {name} ({sum(p.numel() for p in comp.module.parameters()) / 1e6:.1f} M params)")
-            meta = export_component(comp, tmp, opset)
+            def announce(counts, i=i, name=name):
+                progress(f"[{i}/{len(components)}] exporting {name} ({counts['parameters'] / 1e6:.1f} M params, "
+                         f"{counts['parameters_bytes'] / 1e9:.2f} GB)")
+
+            meta = export_component(comp, tmp, opset, announce)
             meta["variant"], meta["precision"] = spec.variant, "fp32"
             (tmp / f"{name}.json").write_text(json.dumps(meta, indent=1))
             metas[name] = meta
             worst = min(p["cosine"] for p in meta["parity_vs_torch"].values())
-            progress(f"      {name}: {meta['nodes']} nodes, onnxruntime vs torch cosine {worst:.7f}, max abs "
+            progress(f"      {name}: {meta['nodes']} nodes, {meta['weights_bytes'] / 1e9:.2f} GB of weights in the file, "
+                     f"onnxruntime vs torch cosine {worst:.7f}, max abs "
                      f"{max(p['max_abs'] for p in meta['parity_vs_torch'].values()):.2e}")
         if "text_encoder" in components:
             write_text_encoder_files(loaded.text_encoder, tmp)

@@ -74,3 +74,23 @@ def compare(ref: np.ndarray, out: np.ndarray) -> dict:
     cos = float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b))
     max_abs = float(np.abs(a - b).max()) if a.size else 0.0
     return {"cosine": cos, "max_abs": max_abs, "rel_max_abs": max_abs / max(float(np.abs(a).max()), 1e-12)}
+
+
+def _bits(data_type: int) -> int:
+    from onnx import TensorProto, helper
+
+    if data_type in (TensorProto.INT4, TensorProto.UINT4) or data_type == getattr(TensorProto, "FLOAT4E2M1", -1):
+        return 4
+    if data_type == TensorProto.STRING:
+        return 0
+    return 8 * np.dtype(helper.tensor_dtype_to_np_dtype(data_type)).itemsize
+
+
+def stored_tensors(model) -> dict:
+    """The tensors a graph stores (initializers and Constant values, external data included, from their shapes
+    alone: nothing is read): {"tensors": n, "elements": n, "bytes": n}."""
+    tensors = list(model.graph.initializer)
+    tensors += [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    elements = [int(np.prod(t.dims, dtype=np.int64)) for t in tensors]
+    return {"tensors": len(tensors), "elements": int(sum(elements)),
+            "bytes": int(sum((e * _bits(t.data_type) + 7) // 8 for e, t in zip(elements, tensors)))}

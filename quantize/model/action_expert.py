@@ -3,39 +3,13 @@ queries attend to [prefix K/V of backbone layer i ; action K/V] (Mixture-of-Tran
 the actions. One call is one flow-matching velocity evaluation."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.model_configs import ActionExpertConfig
+
 from .layers import MLPEmbedder, Modulation, QKNorm, SwiGLUMLP, apply_rope, attention, merge_heads, split_heads, swiglu, timestep_embedding
-
-
-@dataclass(frozen=True)
-class ActionExpertConfig:
-    action_dim: int = 7
-    hidden: int = 1024
-    heads: int = 24
-    head_dim: int = 128
-    depth_double: int = 5
-    depth_single: int = 20
-    mlp_ratio: float = 4.0
-
-    @property
-    def attn_dim(self) -> int:
-        return self.heads * self.head_dim
-
-    @property
-    def mlp_hidden(self) -> int:
-        return int(round(self.hidden * self.mlp_ratio))
-
-    @property
-    def layers(self) -> int:
-        return self.depth_double + self.depth_single
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class SlimAttention(nn.Module):

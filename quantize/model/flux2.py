@@ -3,55 +3,13 @@ that returns every layer's post-QK-norm, post-RoPE keys and values. `forward` is
 (equal to diffusers' `Flux2Transformer2DModel` on the same weights) and shares every block with `prefill`."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.model_configs import FLUX2_PRESETS, Flux2Config  # noqa: F401  (the configuration records)
+
 from .layers import MLPEmbedder, Modulation, QKNorm, SwiGLUMLP, apply_rope, attention, merge_heads, split_heads, swiglu, timestep_embedding
-
-
-@dataclass(frozen=True)
-class Flux2Config:
-    hidden: int = 3072
-    heads: int = 24
-    depth_double: int = 5
-    depth_single: int = 20
-    mlp_ratio: float = 3.0
-    in_channels: int = 128
-    context_dim: int = 7680
-    axes_dim: tuple[int, ...] = (32, 32, 32, 32)
-    theta: float = 2000.0
-    guidance_embed: bool = False
-
-    def __post_init__(self):
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
-        if sum(self.axes_dim) != self.head_dim:
-            raise ValueError(f"RoPE axes {self.axes_dim} must sum to the head dim {self.head_dim}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    @property
-    def mlp_hidden(self) -> int:
-        return int(self.hidden * self.mlp_ratio)
-
-    @property
-    def layers(self) -> int:
-        return self.depth_double + self.depth_single
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-FLUX2_PRESETS = {
-    "flux2-4b": Flux2Config(),
-    "flux2-9b": Flux2Config(hidden=4096, heads=32, depth_double=8, depth_single=24, context_dim=12288),
-    "flux2-tiny": Flux2Config(hidden=64, heads=2, depth_double=2, depth_single=2, context_dim=96, axes_dim=(8, 8, 8, 8)),
-}
 
 
 class SelfAttention(nn.Module):

@@ -6,41 +6,13 @@ action K/V] through `img_attn` and to [image self-attention K/V of backbone laye
 actions. The double blocks keep their (unused) text stream parameters, as the official module does."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
+from edge.model_configs import YakExpertConfig
+
 from ..layers import MLPEmbedder, attention, merge_heads, split_heads, timestep_embedding
-from .yak import DoubleStreamXBlock, LastLayer, SingleStreamBlock, YakConfig
-
-
-@dataclass(frozen=True)
-class YakExpertConfig:
-    action_dim: int = 7
-    hidden: int = 1536
-    heads: int = 12
-    depth_double: int = 6
-    depth_single: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    @property
-    def layers(self) -> int:
-        return self.depth_double + self.depth_single
-
-    def block_config(self) -> YakConfig:
-        head_dim = self.head_dim
-        axes = (head_dim - 2 * (head_dim * 7 // 16), head_dim * 7 // 16, head_dim * 7 // 16)  # only the shape matters
-        return YakConfig(hidden=self.hidden, heads=self.heads, depth_double=self.depth_double,
-                         depth_single=self.depth_single, mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, axes_dim=axes)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .yak import DoubleStreamXBlock, LastLayer, SingleStreamBlock
 
 
 def _mixed(q, k_act, v_act, prefix_k, prefix_v, heads, prefix_mask=None):

@@ -11,8 +11,6 @@ The resize is a fixed linear map for a fixed canvas: it is applied as two matric
 from torch's own bicubic-antialias kernel, so the exported graph needs no Resize op."""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -20,48 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.model_configs import CLIP_MEAN, CLIP_STD, ImagePreprocess  # noqa: F401  (re-exported)
+
 from .vision_tower import VisualTokenizer, VisualTokenizerConfig
 
 IMAGE_ATOM_ID = -300
 IMAGE_INDICATOR_IDS = (-301, -302, -303, -304, -305)
 IMAGE_PLACEHOLDERS = (IMAGE_INDICATOR_IDS[0], IMAGE_ATOM_ID, IMAGE_INDICATOR_IDS[1])
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class ImagePreprocess:
-    patch_size: int = 14
-    hidden_stride: int = 2
-    min_pixels: int = 448 * 448
-    max_pixels: int = 1792 * 1792
-    mean: tuple[float, ...] = CLIP_MEAN
-    std: tuple[float, ...] = CLIP_STD
-
-    def resized(self, height: int, width: int) -> tuple[int, int]:
-        """Qwen2-VL `smart_resize` as Ovis-U1 uses it (factor = patch * stride)."""
-        factor = self.patch_size * self.hidden_stride
-        if height < factor or width < factor:
-            if height < width:
-                height, width = factor, round(factor / height * width)
-            else:
-                height, width = round(factor / width * height), factor
-        h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
-        if h_bar * w_bar > self.max_pixels:
-            beta = math.sqrt(height * width / self.max_pixels)
-            h_bar, w_bar = math.floor(height / beta / factor) * factor, math.floor(width / beta / factor) * factor
-        elif h_bar * w_bar < self.min_pixels:
-            beta = math.sqrt(self.min_pixels / (height * width))
-            h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
-        return int(h_bar), int(w_bar)
-
-    def grid(self, height: int, width: int) -> tuple[int, int]:
-        rh, rw = self.resized(height, width)
-        return rh // self.patch_size, rw // self.patch_size
-
-    def visual_tokens(self, height: int, width: int) -> int:
-        rows, cols = self.grid(height, width)
-        return rows * cols // self.hidden_stride ** 2
 
 
 @lru_cache(maxsize=32)

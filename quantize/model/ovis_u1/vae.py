@@ -10,9 +10,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edge.model_configs import OVIS_U1_VAE, OVIS_U1_VAE_SCALING
+
 from ..vision import patchify
 
-SCALING_FACTOR = 0.13025
+SCALING_FACTOR = OVIS_U1_VAE_SCALING
 
 
 class OvisImageTokenizer(nn.Module):
@@ -36,9 +38,7 @@ class OvisImageTokenizer(nn.Module):
         return patchify(z).flatten(2).transpose(1, 2)  # [B, N, 4C], channel order (c, ph, pw), row-major tokens
 
 
-SDXL_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
-                layers_per_block=2, norm_num_groups=32, scaling_factor=SCALING_FACTOR,
-                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+SDXL_VAE = OVIS_U1_VAE
 TINY_VAE = dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8, latent_channels=4,
                 scaling_factor=SCALING_FACTOR, down_block_types=("DownEncoderBlock2D",) * 4,
                 up_block_types=("UpDecoderBlock2D",) * 4)

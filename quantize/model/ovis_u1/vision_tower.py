@@ -11,7 +11,6 @@ With rotary embeddings off and full attention, a block is exactly transformers' 
 prove it on shared weights); the window/rotary layout is Qwen2.5-VL's (tests compare with transformers' too)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -19,52 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.model_configs import AIMv2Config, VisualTokenizerConfig
+
 from ..layers import attention
-
-
-@dataclass(frozen=True)
-class AIMv2Config:
-    hidden: int = 1024
-    intermediate: int = 2816
-    layers: int = 24
-    heads: int = 8
-    patch_size: int = 14
-    image_size: int = 448  # size the learned position table was trained at ((448/14)^2 = 1024 entries)
-    rms_eps: float = 1e-5
-    qkv_bias: bool = False
-    use_bias: bool = False
-    hidden_stride: int = 2
-    window_size: int = 112  # pixels; used only by blocks outside fullatt_block_indexes
-    fullatt_block_indexes: tuple[int, ...] | None = None  # None: every block attends globally
-    preserve_original_pe: bool = False
-    interpolate_pe_method: str = "one_dim"
-    disable_rope: bool = False
-    num_channels: int = 3
-
-    def __post_init__(self):
-        if self.hidden % self.heads:
-            raise ValueError(f"AIMv2 hidden {self.hidden} is not a multiple of heads {self.heads}")
-        if self.interpolate_pe_method not in ("one_dim", "two_dim"):
-            raise ValueError(f"interpolate_pe_method must be one_dim or two_dim, got {self.interpolate_pe_method!r}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    def windowed(self, index: int) -> bool:
-        return self.fullatt_block_indexes is not None and index not in self.fullatt_block_indexes
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["fullatt_block_indexes"] = None if self.fullatt_block_indexes is None else list(self.fullatt_block_indexes)
-        return d
-
-
-@dataclass(frozen=True)
-class VisualTokenizerConfig:
-    backbone: AIMv2Config = field(default_factory=AIMv2Config)
-    vocab_size: int = 65536  # the last 5 entries are the image indicator embeddings
-    indicators: int = 5
 
 
 class AIMv2RMSNorm(nn.Module):

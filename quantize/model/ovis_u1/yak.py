@@ -7,52 +7,14 @@ RoPE: 3 axes (16, 56, 56), theta 1e4, pairs interleaved (the tables come from `e
 zero (identity rotation), the reference image has ids (1, row, col), actions (2, i, 0)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge.model_configs import YakConfig
+
 from ..layers import MLPEmbedder, QKNorm, apply_rope, attention, merge_heads, split_heads, timestep_embedding
 from .refiner import TokenRefiner
-
-
-@dataclass(frozen=True)
-class YakConfig:
-    hidden: int = 1536
-    heads: int = 12
-    depth_double: int = 6
-    depth_single: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    in_channels: int = 16  # 4 latent channels x 2 x 2 packing
-    context_dim: int = 4096  # last two Qwen3-1.7B hidden layers, concatenated
-    vec_in_dim: int = 1536  # width of the refiner's pooled vector
-    refiner_depth: int = 2
-    axes_dim: tuple[int, ...] = (16, 56, 56)
-    theta: float = 10000.0
-    guidance_embed: bool = False
-
-    def __post_init__(self):
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
-        if sum(self.axes_dim) != self.head_dim:
-            raise ValueError(f"RoPE axes {self.axes_dim} must sum to the head dim {self.head_dim}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    @property
-    def mlp_hidden(self) -> int:
-        return int(self.hidden * self.mlp_ratio)
-
-    @property
-    def layers(self) -> int:
-        return self.depth_double + self.depth_single
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class YakModulation(nn.Module):

@@ -153,6 +153,17 @@ def test_export_then_engines_equal_torch(ovis_checkpoint, tmp_path, capsys):
                  "--instruction", "pick up the red block"]) == 0
     meta = json.loads((engines / "vision_encoder.json").read_text())
     assert {"prefix_ids", "suffix_ids", "pixels"} <= {i["name"] for i in meta["inputs"]}
+    # each component counts its own parameters: the expert's double blocks keep a text stream that never runs
+    from quantize.model.ovis_u1.checkpoint import load_checkpoint as load_ovis
+
+    model = load_ovis(ovis_checkpoint).model
+    count = lambda *ms: sum(p.numel() for m in ms for p in m.parameters())  # noqa: E731
+    text_stream = count(*[m for blk in model.expert.double_blocks for m in (blk.txt_mod, blk.txt_attn, blk.txt_mlp)])
+    step = json.loads((engines / "denoise_step.json").read_text())
+    assert step["parameters"] == count(model.expert) - text_stream
+    assert step["weights_bytes"] == pytest.approx(step["parameters_bytes"], rel=0.1)  # nor is it in the file
+    prefill = json.loads((engines / "prefill.json").read_text())
+    assert prefill["parameters"] == count(model.backbone, model.proprio_encoder) - count(model.backbone.final_layer)
     ref = _infer(capsys, ovis_checkpoint)
     capsys.readouterr()
     assert main(["infer", "--engines", str(engines), *_images(ovis_checkpoint), "--instruction", "pick up the red block",
