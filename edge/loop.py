@@ -30,7 +30,7 @@ from .config import ChunkingConfig, FaultConfig, PolicyConfig, RatesConfig
 from .atomic import atomic_file, write_text
 from .errors import ConfigError, ImageWAMEdgeError
 from .loop_bus import BusMonitor
-from .realtime import clear_realtime, set_realtime
+from .realtime import clear_realtime, raise_python_threads, set_realtime
 from .stop_signals import StopSignals
 from .timing import StageTimes, Ticker, percentiles, summarize
 
@@ -153,6 +153,7 @@ class ControlLoop:
         self.torque_done: Optional[str] = None  # the torque handling the stop applied: "hold" | "off"
         self.signals_received = 0
         self.realtime: dict = {}
+        self.realtime_threads: dict = {}
         check_dump_dir(fault.dump_dir)
 
     # --- inference worker -------------------------------------------------------------------------------------
@@ -247,8 +248,11 @@ class ControlLoop:
                 with self._lock:
                     self._state = q.copy()
                 worker.start()
-                # after the threads are started (they would inherit it): the control thread preempts inference
+                # after the threads are started (they would inherit it): the control thread preempts inference; the
+                # other Python threads rise above other processes, so none is preempted while holding the GIL
                 self.realtime = set_realtime(self.rates.realtime_priority)
+                if self.realtime.get("policy") == "SCHED_FIFO":
+                    self.realtime_threads = raise_python_threads(1)
                 t_begin = self.clock()
                 ticker.start()
                 last_write = t_begin
@@ -320,6 +324,7 @@ class ControlLoop:
                 sys.setswitchinterval(old_switch)
                 if self.realtime.get("policy") == "SCHED_FIFO":
                     clear_realtime()
+                    clear_realtime(self.realtime_threads.get("tids", []))
                 self._stop.set()
                 if worker.is_alive():
                     worker.join(timeout=2.0)  # a stuck inference call cannot be interrupted; the thread is a daemon
@@ -433,7 +438,8 @@ class ControlLoop:
                "clipped_commands": sum(b["clipped"]["commands"] for b in bus),
                "torque": {b["port"]: b["torque"] for b in bus}, "torque_mode": self.torque_done,
                "watchdog": dict(self.watchdogs), "watchdog_rearms": self.counters["watchdog_rearms"],
-               "signals": self.signals_received, "realtime": self.realtime}
+               "signals": self.signals_received, "realtime": {**self.realtime, "other_threads": {k: v for k, v in self.realtime_threads.items()
+                                                                                if k != "tids"}}}
         if self._recorder is not None:
             out["recorded_steps"], out["record_dropped"] = self._recorder.written, self._recorder.dropped
         return out
