@@ -10,7 +10,11 @@ from .errors import ConfigError
 
 def register(sub) -> None:
     p = command(sub, "run", "Run the robot: cameras -> policy -> action chunks -> joint commands over serial. Without "
-                "--config: the embedded default (simulated camera and arm controller, tiny demo model, CPU).",
+                "--config: the embedded default (simulated camera and arm controller, tiny demo model, CPU). "
+                "Ctrl-C, SIGTERM (systemd, docker stop) and SIGHUP stop it safely, also during set-up: the "
+                "configured torque on every servo, the summary written, exit code 0; exit code 1 after a fault "
+                "(bus stale longer than fault.max_stale_s, a port gone, a command out of range, ...), with the "
+                "last seconds of states and commands dumped to fault.dump_dir.",
                 "imagewam-edge run --seconds 20 --summary run.json    |    imagewam-edge run --config edge/configs/"
                 "libero_dynamixel_2rs.yaml --record rec/", _run)
     p.add_argument("--config", help="robot YAML (examples: edge/configs/*.yaml); default: the embedded default")
