@@ -284,7 +284,7 @@ class ArmLink:
         """Read until a valid reply or `deadline` (clock seconds): (state, None), or (None, the last ReplyError)
         when the time ran out; (None, None) when there was no time for even one attempt (not a bus miss). Each
         attempt waits at most the time left (and `config.timeout_s`). The time left is split in two only when half
-        of it still covers twice the slowest recent successful read (a real bus with return delays and USB latency
+        of it still covers twice the usual (median) successful read (a real bus with return delays and USB latency
         needs its whole reply time; only then does a lost reply leave room for a retry). A port failure raises."""
         last: Optional[ReplyError] = None
         first = True
@@ -302,8 +302,9 @@ class ArmLink:
                 last = exc
 
     def read_time_estimate(self) -> float:
-        """The slowest of the recent successful reads (s); 0 before the first."""
-        return max(self._read_times) if self._read_times else 0.0
+        """The median of the recent successful reads (s); 0 before the first. The median, not the worst: a read
+        stretched by a busy host says nothing about the bus, and would stop the retries that ride through it."""
+        return float(np.median(self._read_times)) if self._read_times else 0.0
 
     def write(self, q: Sequence[float], dt: Optional[float] = None, reply_budget_s: Optional[float] = None
               ) -> np.ndarray:
