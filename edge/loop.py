@@ -13,6 +13,7 @@ this process) to the end of the serial write of the first command computed with 
 from __future__ import annotations
 
 import collections
+import gc
 import json
 import logging
 import os
@@ -253,6 +254,7 @@ class ControlLoop:
                 self.realtime = set_realtime(self.rates.realtime_priority)
                 if self.realtime.get("policy") == "SCHED_FIFO":
                     self.realtime_threads = raise_python_threads(1)
+                gc.freeze()  # everything set up so far is permanent: the collector's passes stay short during the run
                 t_begin = self.clock()
                 ticker.start()
                 last_write = t_begin
@@ -321,6 +323,7 @@ class ControlLoop:
                 self._safe_stop(last_cmd, self.fault_cfg.torque, clean=False)
                 self.dump_path = self._dump(exc)
             finally:
+                gc.unfreeze()
                 sys.setswitchinterval(old_switch)
                 if self.realtime.get("policy") == "SCHED_FIFO":
                     clear_realtime()
