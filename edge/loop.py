@@ -31,7 +31,7 @@ from .config import ChunkingConfig, FaultConfig, PolicyConfig, RatesConfig
 from .atomic import atomic_file, write_text
 from .errors import ConfigError, ImageWAMEdgeError
 from .loop_bus import BusMonitor
-from .realtime import clear_realtime, raise_python_threads, set_realtime
+from .realtime import clear_realtime, raise_threads, set_realtime
 from .stop_signals import StopSignals
 from .timing import StageTimes, Ticker, percentiles, summarize
 
@@ -250,10 +250,10 @@ class ControlLoop:
                     self._state = q.copy()
                 worker.start()
                 # after the threads are started (they would inherit it): the control thread preempts inference; the
-                # other Python threads rise above other processes, so none is preempted while holding the GIL
+                # loop's other threads rise above other processes, so none is preempted while holding the GIL
                 self.realtime = set_realtime(self.rates.realtime_priority)
                 if self.realtime.get("policy") == "SCHED_FIFO":
-                    self.realtime_threads = raise_python_threads(1)
+                    self.realtime_threads = raise_threads([worker, self._recorder] if self._recorder else [worker])
                 gc.freeze()  # everything set up so far is permanent: the collector's passes stay short during the run
                 t_begin = self.clock()
                 ticker.start()

@@ -6,10 +6,10 @@ the policy running: write lateness p99 3.2 ms -> 0.13 ms, scripts/bench_loop_ove
 an RLIMIT_RTPRIO: root, `LimitRTPRIO=99` in the systemd unit, or `docker run --cap-add SYS_NICE --ulimit rtprio=99`.
 Without it the loop runs at normal priority and says so in its summary (`realtime`).
 
-The process's other Python threads (the inference worker, camera capture, the recorder) get SCHED_FIFO too, at
-priority 1 (below the control thread, above every normal process): they share the GIL with the control thread, and
-one preempted by another process while it holds the GIL would stall the control thread however high its priority
-(priority inversion through the GIL). Measured here with 3 CPU hogs beside the
+The loop's other Python threads (the inference worker, the recorder) get SCHED_FIFO too, at priority 1 (below the
+control thread, above every normal process): they share the GIL with the control thread, and one preempted by
+another process while it holds the GIL would stall the control thread however high its priority (priority
+inversion through the GIL). Measured here with 3 CPU hogs beside the
 loop (load 5-6): inference mean 31-108 ms -> 5-6 ms, command write lateness p99 up to 10.7 ms -> 0.10-1.1 ms."""
 from __future__ import annotations
 
@@ -38,18 +38,19 @@ def set_realtime(priority: int) -> dict:
     return {"policy": "SCHED_FIFO", "priority": int(priority)}
 
 
-def raise_python_threads(priority: int = 1) -> dict:
-    """SCHED_FIFO at `priority` for every other Python thread of the process (the inference worker, camera capture,
-    the recorder): they share the GIL with the control thread, and one preempted by another process while holding
-    it would stall the control thread (priority inversion through the GIL). Native threads (onnxruntime's pool,
-    librealsense) keep normal scheduling. {"threads": n raised, "policy": ..., "tids": [...]}; `clear_realtime(tids)`
-    puts them back."""
+def raise_threads(threads, priority: int = 1) -> dict:
+    """SCHED_FIFO at `priority` for the given Python threads (the loop's own: the inference worker, the recorder):
+    they share the GIL with the control thread, and one preempted by another process while it holds the GIL would
+    stall the control thread however high its priority (priority inversion through the GIL). Only threads the
+    loop owns and knows to block between bursts: raising unknown threads could starve the rest of the machine.
+    Native threads (onnxruntime's pool, librealsense) keep normal scheduling. {"threads": n raised, "policy": ...,
+    "tids": [...]}; `clear_realtime(tids)` puts them back."""
     if not hasattr(os, "sched_setscheduler"):
         return {"threads": 0, "policy": "SCHED_OTHER", "reason": "no SCHED_FIFO on this platform"}
-    me, tids, reason = threading.get_native_id(), [], None
-    for t in threading.enumerate():
+    tids, reason = [], None
+    for t in threads:
         tid = getattr(t, "native_id", None)
-        if tid is None or tid == me or not t.is_alive():
+        if tid is None or not t.is_alive():
             continue
         try:
             os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(int(priority)))

@@ -6,7 +6,7 @@ the end, the table for a closing note: runs, spontaneous stops, unsafe goals
 (non-finite or outside the limits, from the simulator's own log), servos left in the wrong torque state, bus health.
 
 Usage: python scripts/bus_fault_campaign.py [--runs 20] [--seconds 30] [--protocols dynamixel,feetech,framed]
-       [--faults drop=0.01,corrupt=0.01] [--out campaign.jsonl]
+       [--faults drop=0.01,corrupt=0.01 | drop=0.01+corrupt=0.01] [--out campaign.jsonl]
 Takes runs x seconds x protocols x faults (+ ~3 s set-up per run): the defaults are about an hour."""
 from __future__ import annotations
 
@@ -25,12 +25,19 @@ from bus_fault_harness import bus_totals, hog, load_avg, run_with_faults, sponta
 
 
 def parse_faults(text: str) -> list[dict]:
+    """"drop=0.01,corrupt=0.01" -> two conditions; "drop=0.01+corrupt=0.01" -> one condition with both."""
     out = []
     for item in text.split(","):
-        k, _, v = item.partition("=")
-        if k not in ("drop", "corrupt", "delay_p") or not v:
-            raise SystemExit(f"--faults: {item!r}: use drop=P, corrupt=P or delay_p=P (comma-separated)")
-        out.append({k: float(v), **({"delay_ms": 15.0} if k == "delay_p" else {})})
+        cond = {}
+        for part in item.split("+"):
+            k, _, v = part.partition("=")
+            if k not in ("drop", "corrupt", "delay_p") or not v:
+                raise SystemExit(f"--faults: {part!r}: use drop=P, corrupt=P or delay_p=P (',' separates conditions, "
+                                 "'+' combines faults in one condition)")
+            cond[k] = float(v)
+            if k == "delay_p":
+                cond["delay_ms"] = 15.0
+        out.append(cond)
     return out
 
 
