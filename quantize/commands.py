@@ -8,9 +8,11 @@ def register(sub) -> None:
     register_export(sub)
     register_quantize(sub)
     register_device(sub)
-    p = command(sub, "demo-checkpoint", "Write a tiny random-weight ImageWAM checkpoint in the official release layout "
-                "(with a tiny autoencoder and text encoder under base/), to try every job without the 8 GB download.",
-                "imagewam-edge demo-checkpoint --variant flux2-tiny --out demo", _demo)
+    p = command(sub, "demo-checkpoint", "Write a random-weight ImageWAM checkpoint in the official release layout "
+                "(with an autoencoder and text encoder under base/): flux2-tiny / ovis-u1-tiny to try every job in "
+                "seconds; flux2-4b / flux2-9b at the REAL size (9 / 20 GB of bf16, written tensor by tensor) to "
+                "rehearse the real-size pipeline, or real-width slices of them with --double-blocks/--single-blocks.",
+                "imagewam-edge demo-checkpoint --variant flux2-4b --double-blocks 1 --single-blocks 1 --out slice", _demo)
     from .variants import DEMO_VARIANTS
 
     p.add_argument("--variant", default="flux2-tiny", choices=sorted(DEMO_VARIANTS), help="model family and size")
@@ -18,6 +20,13 @@ def register(sub) -> None:
                    help="camera canvas, normalisation and post-processing preset (default libero)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="weight seed")
+    p.add_argument("--double-blocks", type=int, metavar="N",
+                   help="flux2-4b/9b: keep N double-stream blocks (default: the real 5 / 8); real widths")
+    p.add_argument("--single-blocks", type=int, metavar="N",
+                   help="flux2-4b/9b: keep N single-stream blocks (default: the real 20 / 24); real widths")
+    p.add_argument("--full-text-encoder", action="store_true",
+                   help="flux2-4b/9b: write the Qwen3 text encoder in its real configuration (36 layers: 8 / 16 GB) "
+                        "instead of the 4-layer stand-in at the real width")
 
     p = command(sub, "prompts", "Manage the prompt-embedding cache: run the text encoder once per instruction so the "
                 "control loop never does.", "imagewam-edge prompts add --checkpoint demo --prompt-cache prompts.npz "
@@ -41,7 +50,10 @@ def register(sub) -> None:
 
 def register_export(sub) -> None:
     p = command(sub, "export", "Export a checkpoint to ONNX engines (vision_encoder, prefill, denoise_step), each "
-                "checked against PyTorch with onnxruntime; writes policy.json, metadata and a manifest.",
+                "checked against PyTorch with onnxruntime; writes policy.json, metadata and a manifest. Memory-bounded: "
+                "the checkpoint stays memory-mapped in its stored dtype and float32 weights are written one tensor at "
+                "a time (peak: about the larger of the stored checkpoint and one engine's float32 weights); ends with "
+                "its wall time and peak RSS.",
                 "imagewam-edge export --checkpoint demo --out engines/fp32 --instruction 'pick up the red block'", _export)
     p.add_argument("--checkpoint", required=True, help="ImageWAM release directory")
     p.add_argument("--out", required=True, help="engines directory to create (replaced atomically)")
@@ -171,14 +183,20 @@ def _export(args) -> int:
     if args.json:
         emit_json(result)
     else:
-        print(f"wrote {result['out']}: {', '.join(result['components'])} (fp32 ONNX, opset {args.opset})")
+        res = result["resources"]
+        print(f"wrote {result['out']}: {', '.join(result['components'])} (fp32 ONNX, opset {args.opset}); "
+              f"{res['onnx_bytes'] / 1e9:.2f} GB, {res['wall_seconds']:.0f} s, peak RSS {res['peak_rss_bytes'] / 2**30:.2f} GiB")
     return 0
 
 
 def _demo(args) -> int:
-    from .variants import write_demo
+    from .variants import REAL_SIZE_DEMOS, write_demo
 
-    out = write_demo(args.variant, args.out, embodiment=args.embodiment, seed=args.seed)
+    extra = {"double_blocks": args.double_blocks, "single_blocks": args.single_blocks,
+             "full_text_encoder": args.full_text_encoder}
+    if args.variant in REAL_SIZE_DEMOS:
+        extra["progress"] = lambda s: print(s, flush=True)
+    out = write_demo(args.variant, args.out, embodiment=args.embodiment, seed=args.seed, **extra)
     print(f"wrote {args.variant} demo checkpoint to {out} (model.pt, dataset_stats.json, train_config.yaml, base/)")
     from edge.transforms import get_canvas, get_embodiment
 

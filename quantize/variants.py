@@ -10,7 +10,10 @@ from edge.errors import CheckpointError
 
 # demo name -> (writer "module:function", variant)
 DEMO_VARIANTS = {"flux2-tiny": ("quantize.demo:write_demo_checkpoint", "flux2"),
+                 "flux2-4b": ("quantize.demo_real:write_real_demo", "flux2"),
+                 "flux2-9b": ("quantize.demo_real:write_real_demo", "flux2"),
                  "ovis-u1-tiny": ("quantize.model.ovis_u1.demo:write_demo_checkpoint", "ovis-u1")}
+REAL_SIZE_DEMOS = ("flux2-4b", "flux2-9b")  # take double_blocks=, single_blocks=, full_text_encoder=, progress=
 # variant -> policy loader "module:function" with signature (checkpoint, base=, dtype=, prompt_cache=, steps=, ...)
 POLICY_LOADERS = {"flux2": "quantize.torch_backend:load_torch_policy",
                   "ovis-u1": "quantize.model.ovis_u1.backend:load_ovis_policy"}
@@ -59,12 +62,27 @@ def detect_variant(checkpoint: str | Path) -> str:
 def write_demo(name: str, out, **kwargs):
     if name not in DEMO_VARIANTS:
         raise CheckpointError(f"unknown demo variant {name!r}; choose one of {sorted(DEMO_VARIANTS)}")
+    real_only = sorted(k for k, v in kwargs.items() if k in ("double_blocks", "single_blocks", "full_text_encoder",
+                                                                "progress") and v not in (None, False))
+    if real_only and name not in REAL_SIZE_DEMOS:
+        raise CheckpointError(f"{', '.join(real_only)} only apply to the real-size demos {list(REAL_SIZE_DEMOS)}, "
+                              f"not {name!r}")
+    kwargs = {k: v for k, v in kwargs.items() if name in REAL_SIZE_DEMOS or k not in
+              ("double_blocks", "single_blocks", "full_text_encoder", "progress")}
     return _resolve(DEMO_VARIANTS[name][0])(out, variant=name, **kwargs)
 
 
 def load_policy(checkpoint, **kwargs):
     """Detect the variant and assemble a torch policy (returns the loader's LoadedPolicy)."""
     return _resolve(POLICY_LOADERS[detect_variant(checkpoint)])(checkpoint, **kwargs)
+
+
+def text_encoder_components(variant: str, loaded) -> dict:
+    """The variant's optional text encoder engine alone (exported first, so its weights can go before the rest)."""
+    if variant not in TEXT_ENCODER_COMPONENTS:
+        raise CheckpointError(f"variant {variant!r} has no separate text encoder engine (its conditioning reads "
+                              "the image every step and is part of vision_encoder)")
+    return _resolve(TEXT_ENCODER_COMPONENTS[variant])(loaded)
 
 
 def export_components(variant: str, loaded, text_encoder: bool = False) -> dict:

@@ -111,6 +111,6 @@ def text_encoder_component(loaded) -> dict[str, ExportComponent]:
     batch = enc.tokenizer(enc._rendered("pick up the red block"), return_tensors="np", padding="max_length",
                           truncation=True, max_length=enc.max_length)
     inputs = {"input_ids": batch["input_ids"].astype(np.int64), "attention_mask": batch["attention_mask"].astype(np.int64)}
-    module = TextEncoder(enc.model.float(), enc.layers).eval()
+    module = TextEncoder(enc.model, enc.layers).eval()  # stored dtype: the exporter writes float32 tensor by tensor
     return {"text_encoder": ExportComponent("text_encoder", module, inputs, ["hidden"], optional=True, quantize=False,
                                             notes=f"Qwen3 layers {list(enc.layers)} stacked, padded to {enc.max_length}")}

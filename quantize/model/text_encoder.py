@@ -65,6 +65,14 @@ class Qwen3TextEncoder:
         self.model = AutoModelForCausalLM.from_pretrained(str(self.model_dir), dtype=self.dtype or "auto").eval()
         self.loads += 1
 
+    def release(self) -> None:
+        """Drop the weights (the tokenizer stays); the next `encode` loads them again."""
+        if self.model is not None:
+            from quantize.streaming import release_memory
+
+            self.model = None
+            release_memory()
+
     @property
     def identity(self) -> str:
         """Stable id of (weights, tokenizer, layers, length, template): keys the prompt cache."""
@@ -105,11 +113,10 @@ class Qwen3TextEncoder:
         return hidden[0][mask[0]].float().numpy()
 
 
-def make_demo_text_encoder(out_dir: Path, hidden: int = 32, layers: int = 4, seed: int = 0) -> None:
-    """Writes a tiny Qwen3 (`text_encoder/`) and a byte-level BPE tokenizer with a Qwen3-style chat template
-    (`tokenizer/`) under out_dir, in the diffusers release layout."""
+def write_demo_tokenizer(out_dir: Path):
+    """A byte-level BPE tokenizer (400 tokens) with a Qwen3-style chat template at out_dir; returns it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
     tok = Tokenizer(models.BPE(unk_token=None))
@@ -122,7 +129,16 @@ def make_demo_text_encoder(out_dir: Path, hidden: int = 32, layers: int = 4, see
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    padding_side="right")
     fast.chat_template = DEMO_CHAT_TEMPLATE
-    fast.save_pretrained(str(out_dir / "tokenizer"))
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def make_demo_text_encoder(out_dir: Path, hidden: int = 32, layers: int = 4, seed: int = 0) -> None:
+    """Writes a tiny Qwen3 (`text_encoder/`) and a byte-level BPE tokenizer with a Qwen3-style chat template
+    (`tokenizer/`) under out_dir, in the diffusers release layout."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    fast = write_demo_tokenizer(out_dir / "tokenizer")
     torch.manual_seed(seed)
     cfg = Qwen3Config(vocab_size=len(fast), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=hidden // 4, max_position_embeddings=1024,
