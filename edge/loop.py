@@ -253,7 +253,9 @@ class ControlLoop:
                 # loop's other threads rise above other processes, so none is preempted while holding the GIL
                 self.realtime = set_realtime(self.rates.realtime_priority)
                 if self.realtime.get("policy") == "SCHED_FIFO":
-                    self.realtime_threads = raise_threads([worker, self._recorder] if self._recorder else [worker])
+                    self.realtime_threads = raise_threads(
+                        [worker] + ([self._recorder] if self._recorder else [])
+                        + [t for t in (getattr(c, "capture_thread", None) for c in self.cameras) if t is not None])
                 gc.freeze()  # everything set up so far is permanent: the collector's passes stay short during the run
                 t_begin = self.clock()
                 ticker.start()

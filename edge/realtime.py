@@ -6,7 +6,7 @@ the policy running: write lateness p99 3.2 ms -> 0.13 ms, scripts/bench_loop_ove
 an RLIMIT_RTPRIO: root, `LimitRTPRIO=99` in the systemd unit, or `docker run --cap-add SYS_NICE --ulimit rtprio=99`.
 Without it the loop runs at normal priority and says so in its summary (`realtime`).
 
-The loop's other Python threads (the inference worker, the recorder) get SCHED_FIFO too, at priority 1 (below the
+The loop's other Python threads (the inference worker, the recorder, the cameras' capture threads) get SCHED_FIFO too, at priority 1 (below the
 control thread, above every normal process): they share the GIL with the control thread, and one preempted by
 another process while it holds the GIL would stall the control thread however high its priority (priority
 inversion through the GIL). Measured here with 3 CPU hogs beside the
@@ -39,7 +39,8 @@ def set_realtime(priority: int) -> dict:
 
 
 def raise_threads(threads, priority: int = 1) -> dict:
-    """SCHED_FIFO at `priority` for the given Python threads (the loop's own: the inference worker, the recorder):
+    """SCHED_FIFO at `priority` for the given Python threads (the loop's own: the inference worker, the recorder, the
+    cameras' capture threads):
     they share the GIL with the control thread, and one preempted by another process while it holds the GIL would
     stall the control thread however high its priority (priority inversion through the GIL). Only threads the
     loop owns and knows to block between bursts: raising unknown threads could starve the rest of the machine.

@@ -112,6 +112,11 @@ class Camera:
     def is_connected(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def capture_thread(self) -> Optional[threading.Thread]:
+        """The thread that reads frames (the control loop raises its priority beside its own threads)."""
+        return self._thread
+
     def connect(self) -> "Camera":
         if self.is_connected:
             return self
