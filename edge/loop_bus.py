@@ -34,10 +34,10 @@ class BusMonitor:
         self.stale_ticks = 0  # ticks that went on with a state older than this tick
 
     def first_read(self) -> np.ndarray:
-        """The loop's first state: retried for up to the staleness budget (at least 50 ms)."""
+        """The loop's first state: retried for up to the staleness budget (at least 100 ms)."""
         t = self.clock()
         for link in self.links:  # each link gets the whole budget
-            state, _ = link.read_within(self.clock() + max(self.max_stale_s, 0.05), self.clock)
+            state, _ = link.read_within(self.clock() + max(self.max_stale_s, 0.1), self.clock)
             if state is None:
                 raise bus_fault(link, self.clock() - t, self.max_stale_s)
         return self.state()
