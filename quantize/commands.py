@@ -10,8 +10,8 @@ def register(sub) -> None:
     register_device(sub)
     p = command(sub, "demo-checkpoint", "Write a random-weight ImageWAM checkpoint in the official release layout "
                 "(with an autoencoder and text encoder under base/): flux2-tiny / ovis-u1-tiny to try every job in "
-                "seconds; flux2-4b / flux2-9b at the REAL size (9 / 20 GB of bf16, written tensor by tensor) to "
-                "rehearse the real-size pipeline, or real-width slices of them with --double-blocks/--single-blocks.",
+                "seconds; flux2-4b / flux2-9b / ovis-u1 at the REAL size (9 / 20 / 8 GB of bf16, written tensor by tensor) "
+                "to rehearse the real-size pipeline, or real-width slices of them with --double-blocks/--single-blocks.",
                 "imagewam-edge demo-checkpoint --variant flux2-4b --double-blocks 1 --single-blocks 1 --out slice", _demo)
     from .variants import DEMO_VARIANTS
 
@@ -21,12 +21,12 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="weight seed")
     p.add_argument("--double-blocks", type=int, metavar="N",
-                   help="flux2-4b/9b: keep N double-stream blocks (default: the real 5 / 8); real widths")
+                   help="real-size demos: keep N double-stream blocks (default: the real 5 / 8 / 6); real widths")
     p.add_argument("--single-blocks", type=int, metavar="N",
-                   help="flux2-4b/9b: keep N single-stream blocks (default: the real 20 / 24); real widths")
+                   help="real-size demos: keep N single-stream blocks (default: the real 20 / 24 / 12); real widths")
     p.add_argument("--full-text-encoder", action="store_true",
-                   help="flux2-4b/9b: write the Qwen3 text encoder in its real configuration (36 layers: 8 / 16 GB) "
-                        "instead of the 4-layer stand-in at the real width")
+                   help="real-size demos: write the Qwen3 text encoder / Ovis LLM in its real configuration (36 layers: "
+                        "8 / 16 GB; Qwen3-1.7B: 28 layers, 4 GB) instead of the 4-layer stand-in at the real width")
 
     p = command(sub, "prompts", "Manage the prompt-embedding cache: run the text encoder once per instruction so the "
                 "control loop never does.", "imagewam-edge prompts add --checkpoint demo --prompt-cache prompts.npz "

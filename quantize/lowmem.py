@@ -5,8 +5,9 @@ holding a float32 copy of the model.
   float32 meta tensors for the duration: no memory), then every initializer is filled lazily from the
   real tensor, cast to float32 one tensor at a time while the file is written (external data straight from the
   tensors; no `onnx.load(..., load_external_data=True)` afterwards).
-- `fp32_streaming`: the float32 torch reference of a bf16 module layer by layer: each large layer (Linear,
-  Conv, Embedding) is cast only while it runs, the small ones (norms, embedders) for the duration. Parameter objects keep their identity (their `.data` is swapped), so hooks and parameter
+- `fp32_streaming`: the float32 torch reference of a bf16 module, one weight at a time: a torch function mode
+  hands every op a float32 copy of the weights it receives (dropped after the op) and reports their dtype as
+  float32, so the module computes as a float32 module would. Parameter objects keep their identity (their `.data` is swapped), so hooks and parameter
   bookkeeping see the module unchanged.
 - `low_memory_session`: an onnxruntime session that does not duplicate the weights (no pre-packing, no arena,
   no constant folding of weight transposes)."""
@@ -59,70 +60,53 @@ def _meta(t: torch.Tensor) -> torch.Tensor:
     return torch.empty(t.shape, dtype=torch.float32 if _floating(t) else t.dtype, device="meta")
 
 
-LARGE_LEAF = 1 << 20  # elements: a module holding more directly is cast only while it runs
+class _Float32View(torch.overrides.TorchFunctionMode):
+    """Every torch function that receives one of `params` gets a float32 copy of it instead (made for that call,
+    dropped after it), and `param.dtype` reads float32: the module computes exactly as a float32 module would,
+    whichever way its code reaches a weight (a layer's forward, `self.vte.weight[i]`, `weight.dtype` to pick the
+    compute dtype), while at most the weights of one call are held in float32."""
+
+    def __init__(self, params: dict[int, torch.Tensor]):
+        super().__init__()
+        self.params = params
+
+    def _cast(self, a):
+        return a.float() if isinstance(a, torch.Tensor) and id(a) in self.params else a
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") == "__get__":
+            if getattr(getattr(func, "__self__", None), "__name__", "") == "dtype" and args and id(args[0]) in self.params:
+                return torch.float32
+            return func(*args, **kwargs)
+        if func in _GATHERS and any(id(a) in self.params for a in (*args, *kwargs.values())):
+            # rows of a table: gather in the stored dtype, then cast (exact; no float32 copy of the whole table)
+            return torch.utils._pytree.tree_map(
+                lambda t: t.float() if isinstance(t, torch.Tensor) and _floating(t) else t, func(*args, **kwargs))
+        args, kwargs = torch.utils._pytree.tree_map(self._cast, (args, kwargs))
+        return func(*args, **kwargs)
 
 
-def _units(module: nn.Module) -> list[nn.Module]:
-    """The modules cast to float32 only while they run: those holding more than LARGE_LEAF parameter elements
-    directly (the Linear / Conv / Embedding layers that make up the weights). The rest (norms, small layers whose
-    `.weight.dtype` the forward code reads to pick its compute dtype) is cast for the whole run."""
-    return [mod for mod in module.modules() if sum(p.numel() for p in mod.parameters(recurse=False)) > LARGE_LEAF]
+_GATHERS = {torch.nn.functional.embedding, torch.Tensor.__getitem__, torch.index_select, torch.Tensor.index_select}
 
 
 @contextlib.contextmanager
 def fp32_streaming(module: nn.Module) -> Iterator[None]:
-    """Run `module` in float32 with at most one large layer's float32 copy alive (see the module docstring).
-    A float32 module is left untouched (no copy)."""
-    if all(p.dtype == torch.float32 for p in module.parameters()) and \
-            all(b.dtype == torch.float32 or not _floating(b) for b in module.buffers()):
+    """Run `module` in float32 whatever its stored dtype, with at most one call's weights copied to float32 (see
+    _Float32View); floating buffers (small) are cast for the duration. A float32 module is left untouched."""
+    params = {id(p): p for p in module.parameters() if _floating(p) and p.dtype != torch.float32}
+    buffers = [(mod._buffers, name, b) for mod in module.modules() for name, b in mod._buffers.items()
+               if b is not None and _floating(b) and b.dtype != torch.float32]
+    if not params and not buffers:
         yield
         return
-    units = _units(module)
-    in_units = {id(t) for u in units for t in [*u.parameters(), *u.buffers()]}
-    outside: list[tuple[nn.Parameter, torch.Tensor]] = []
-    outside_buffers: list[tuple[dict, str, torch.Tensor]] = []
-    handles = []
-
-    def cast_unit(unit, *_):
-        unit._fp32_saved = [(p, p.data) for p in unit.parameters() if _floating(p) and p.dtype != torch.float32]
-        for p, data in unit._fp32_saved:
-            p.data = data.float()
-        unit._fp32_buffers = []
-        for mod in unit.modules():
-            for name, b in list(mod._buffers.items()):
-                if b is not None and _floating(b) and b.dtype != torch.float32:
-                    unit._fp32_buffers.append((mod._buffers, name, b))
-                    mod._buffers[name] = b.float()
-
-    def restore_unit(unit, *_):
-        for p, data in getattr(unit, "_fp32_saved", []):
-            p.data = data
-        for store, name, b in getattr(unit, "_fp32_buffers", []):
-            store[name] = b
-        unit._fp32_saved, unit._fp32_buffers = [], []
-
     try:
-        for p in module.parameters():
-            if id(p) not in in_units and _floating(p) and p.dtype != torch.float32:
-                outside.append((p, p.data))
-                p.data = p.data.float()
-        for mod in module.modules():
-            for name, b in list(mod._buffers.items()):
-                if b is not None and id(b) not in in_units and _floating(b) and b.dtype != torch.float32:
-                    outside_buffers.append((mod._buffers, name, b))
-                    mod._buffers[name] = b.float()
-        for unit in units:
-            handles.append(unit.register_forward_pre_hook(cast_unit))
-            handles.append(unit.register_forward_hook(restore_unit, always_call=True))
-        yield
+        for store, name, b in buffers:
+            store[name] = b.float()
+        with _Float32View(params):
+            yield
     finally:
-        for h in handles:
-            h.remove()
-        for unit in units:
-            restore_unit(unit)
-        for p, data in outside:
-            p.data = data
-        for store, name, b in outside_buffers:
+        for store, name, b in buffers:
             store[name] = b
 
 
@@ -174,7 +158,7 @@ def _fold_weight_transposes(ir, graph) -> int:
 class _Watch:
     """Which large weights get made while `active` (the optimizer should make none)."""
 
-    def __init__(self, limit: int = 8192):
+    def __init__(self, limit: int = 1 << 22):  # elements (16 MB of float32): smaller ones do not matter
         self.active, self.limit, self.names = False, limit, []
 
     def saw(self, name: str, size: int) -> None:

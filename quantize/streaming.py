@@ -149,8 +149,7 @@ def save_safetensors_streamed(path: str | Path, tensors: dict[str, torch.Tensor]
             tensor = make(name, template).to(template.dtype).contiguous()
             if tuple(tensor.shape) != tuple(template.shape):
                 raise ValueError(f"{name}: made {tuple(tensor.shape)}, expected {tuple(template.shape)}")
-            f.write(tensor.view(torch.uint8).numpy().tobytes() if tensor.dtype == torch.bfloat16
-                    else tensor.numpy().tobytes())
+            f.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))  # no copy
             written += tensor.numel() * tensor.element_size()
             del tensor
             if progress:
@@ -173,7 +172,9 @@ class RandomInit:
         out = torch.empty(template.shape, dtype=template.dtype)
         if template.ndim == 1:
             noise = torch.randn(template.shape, generator=self.gen)
-            out.copy_(1.0 + 0.2 * noise if name.endswith(("scale", "norm.weight", "layernorm.weight")) else 0.1 * noise)
+            parent = name.rsplit(".", 2)[-2] if name.count(".") else ""
+            is_scale = name.endswith("scale") or ("norm" in parent and name.endswith("weight"))
+            out.copy_(1.0 + 0.2 * noise if is_scale else 0.1 * noise)
             return out
         fan_in = template.numel() // max(1, template.shape[0])
         std = self.matrix_std(name, template) if self.matrix_std else max(1, fan_in) ** -0.5

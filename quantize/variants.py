@@ -12,8 +12,9 @@ from edge.errors import CheckpointError
 DEMO_VARIANTS = {"flux2-tiny": ("quantize.demo:write_demo_checkpoint", "flux2"),
                  "flux2-4b": ("quantize.demo_real:write_real_demo", "flux2"),
                  "flux2-9b": ("quantize.demo_real:write_real_demo", "flux2"),
-                 "ovis-u1-tiny": ("quantize.model.ovis_u1.demo:write_demo_checkpoint", "ovis-u1")}
-REAL_SIZE_DEMOS = ("flux2-4b", "flux2-9b")  # take double_blocks=, single_blocks=, full_text_encoder=, progress=
+                 "ovis-u1-tiny": ("quantize.model.ovis_u1.demo:write_demo_checkpoint", "ovis-u1"),
+                 "ovis-u1": ("quantize.model.ovis_u1.demo_real:write_real_ovis_demo", "ovis-u1")}
+REAL_SIZE_DEMOS = ("flux2-4b", "flux2-9b", "ovis-u1")  # take double_blocks=, single_blocks=, full_text_encoder=, progress=
 # variant -> policy loader "module:function" with signature (checkpoint, base=, dtype=, prompt_cache=, steps=, ...)
 POLICY_LOADERS = {"flux2": "quantize.torch_backend:load_torch_policy",
                   "ovis-u1": "quantize.model.ovis_u1.backend:load_ovis_policy"}

@@ -21,13 +21,20 @@ GIB = 2**30
 WRITE = """
 import json, sys
 from quantize.demo_real import write_real_demo
-from quantize.streaming import current_rss_bytes, peak_rss_bytes
+
+def hwm():  # the peak RSS since the last reset (VmHWM), bytes
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) * 1024
+
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) * 1024
+
 seen = {}
 def progress(line):
-    if line.startswith("[1/4]"):  # libraries imported, model.pt about to be written
-        seen["before"] = current_rss_bytes()
+    if line.startswith("[1/4]"):  # libraries imported, model.pt about to be written: reset the peak
+        open("/proc/self/clear_refs", "w").write("5")
+        seen["before"] = rss()
     if line.startswith("[2/4]"):
-        seen["model_pt_peak"] = peak_rss_bytes()
+        seen["model_pt_peak"] = hwm()
 write_real_demo(sys.argv[1], "flux2-4b", double_blocks=1, single_blocks=0, standin_text_layers=1, progress=progress)
 print(json.dumps(seen))
 """
@@ -109,3 +116,35 @@ def test_export_peak_memory_is_bounded_by_the_weights(slice_4b, tmp_path):
         for p in meta["parity_vs_torch"].values():
             assert p["cosine"] > 0.99999 and p["rel_max_abs"] < 1e-4
     assert "peak RSS" in res.stderr and "export done in" in res.stderr
+
+
+def test_ovis_u1_real_width_slice_has_the_release_layout_and_loads(tmp_path):
+    """Ovis-U1 at the real widths (Yak 1536, AIMv2 24 x 1024, vte 65536 x 2048, Qwen3-1.7B width 2048 with 2 of its
+    28 layers), 1 double-stream block: model.pt in the official layout, the base release's safetensors, and the
+    torch policy loads from them (bf16 kept)."""
+    from safetensors import safe_open
+
+    from quantize.model.ovis_u1.checkpoint import DIT, LLM, VAE, VT, VTE
+    from quantize.model.ovis_u1.demo_real import real_configs, write_real_ovis_demo
+    from quantize.model.ovis_u1.mot import ImageWAMOvisU1
+    from quantize.model.checkpoint import official_state_dict
+    from quantize.variants import detect_variant, load_policy
+
+    out = write_real_ovis_demo(tmp_path / "ovis", double_blocks=1, single_blocks=0, standin_text_layers=2)
+    payload = torch.load(out / "model.pt", map_location="cpu", weights_only=True, mmap=True)
+    yak, expert = real_configs(7, 1, 0)
+    with torch.device("meta"):
+        expected = official_state_dict(ImageWAMOvisU1(yak, expert, 8))
+    mot = payload["mot"]
+    assert {k: tuple(v.shape) for k, v in mot.items()} == {k: tuple(v.shape) for k, v in expected["mot"].items()}
+    assert payload["torch_dtype"] == "torch.bfloat16" and all(v.dtype == torch.bfloat16 for v in mot.values())
+    assert (mot["mixtures.video.double_blocks.0.img_attn.qkv.weight"].untyped_storage().data_ptr()
+            == mot["mixtures.video.transformer.double_blocks.0.img_attn.qkv.weight"].untyped_storage().data_ptr())
+    with safe_open(str(out / "base" / "model.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+        assert tuple(f.get_slice(VTE).get_shape()) == (65536, 2048)
+    assert all(any(k.startswith(p) for k in keys) for p in (LLM, VT, VAE)) and not any(k.startswith(DIT) for k in keys)
+    assert detect_variant(out) == "ovis-u1"
+    loaded = load_policy(out)
+    assert loaded.checkpoint.dtype == torch.bfloat16 and loaded.policy.spec.variant == "ovis-u1"
+    assert loaded.conditioner.llm.config.hidden_size == 2048
