@@ -7,10 +7,10 @@ holding a float32 copy of the model.
   tensors; no `onnx.load(..., load_external_data=True)` afterwards).
 - `fp32_streaming`: the float32 torch reference of a bf16 module, one weight at a time: a torch function mode
   hands every op a float32 copy of the weights it receives (dropped after the op) and reports their dtype as
-  float32, so the module computes as a float32 module would. Parameter objects keep their identity (their `.data` is swapped), so hooks and parameter
-  bookkeeping see the module unchanged.
-- `low_memory_session`: an onnxruntime session that does not duplicate the weights (no pre-packing, no arena,
-  no constant folding of weight transposes)."""
+  float32, so the module computes as a float32 module would (bit for bit: checked against a float32 copy). The
+  parameters themselves are not touched, so parameter bookkeeping (export_spec.ParameterUse) sees them as stored.
+- `low_memory_session`: an onnxruntime session that holds the weights once (no pre-packed copies, no arena);
+  large files stay memory-mapped so a smaller machine pages instead of failing."""
 from __future__ import annotations
 
 import contextlib
