@@ -31,7 +31,7 @@ from .config import ChunkingConfig, FaultConfig, PolicyConfig, RatesConfig
 from .atomic import atomic_file, write_text
 from .errors import ConfigError, ImageWAMEdgeError
 from .loop_bus import BusMonitor
-from .realtime import clear_realtime, raise_threads, set_realtime
+from .realtime import clear_realtime, raise_threads, restore_threads, set_realtime
 from .stop_signals import StopSignals
 from .timing import StageTimes, Ticker, percentiles, summarize
 
@@ -329,7 +329,7 @@ class ControlLoop:
                 sys.setswitchinterval(old_switch)
                 if self.realtime.get("policy") == "SCHED_FIFO":
                     clear_realtime()
-                    clear_realtime(self.realtime_threads.get("tids", []))
+                    restore_threads(self.realtime_threads.get("tids", []))
                 self._stop.set()
                 if worker.is_alive():
                     worker.join(timeout=2.0)  # a stuck inference call cannot be interrupted; the thread is a daemon

@@ -40,6 +40,10 @@ class OnnxRuntimeBackend:
                                          "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
         if threads:
             opts.intra_op_num_threads = int(threads)
+        # no spin-waiting between kernels: on a robot computer the cores are shared with the control loop, the
+        # cameras and the arm controllers, and a spinning pool burns them for a few percent of inference time
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.sessions, self._inputs, self._outputs, self._buffers = {}, {}, {}, {}
         for name in components:
             path = self.engines / f"{name}.onnx"
