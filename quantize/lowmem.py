@@ -215,12 +215,13 @@ def _fill_and_save(ir, program, real: dict, path: Path, external: bool, progress
     if not external:
         ir.save(program.model, str(path))
         return
-    from .streaming import Progress
+    from .streaming import Progress, trim_heap
 
     report = Progress(progress or (lambda s: None), path.name + ".data", every=10.0)
     written = [0, 0]
 
     def callback(tensor, info):
+        trim_heap()  # the previous tensor's float32 copy is gone: give its pages back
         written[0] += 1
         written[1] += int(np.prod(tensor.shape.numpy(), dtype=np.int64)) * tensor.dtype.itemsize
         report(written[0], info.total, written[1])
