@@ -11,19 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field
 
 
-# --- FLUX.2 ----------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Flux2Config:
-    hidden: int = 3072
-    heads: int = 24
-    depth_double: int = 5
-    depth_single: int = 20
-    mlp_ratio: float = 3.0
-    in_channels: int = 128
-    context_dim: int = 7680
-    axes_dim: tuple[int, ...] = (32, 32, 32, 32)
-    theta: float = 2000.0
-    guidance_embed: bool = False
+class _Backbone:
+    """What the two DiT backbone records (FLUX.2, Yak) share: validation and the derived sizes."""
 
     def __post_init__(self):
         if self.hidden % self.heads:
@@ -45,6 +34,22 @@ class Flux2Config:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# --- FLUX.2 ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Flux2Config(_Backbone):
+    hidden: int = 3072
+    heads: int = 24
+    depth_double: int = 5
+    depth_single: int = 20
+    mlp_ratio: float = 3.0
+    in_channels: int = 128
+    context_dim: int = 7680
+    axes_dim: tuple[int, ...] = (32, 32, 32, 32)
+    theta: float = 2000.0
+    guidance_embed: bool = False
+
 
 
 FLUX2_PRESETS = {
@@ -102,7 +107,7 @@ TEXT_ENCODER_LAYERS = 27  # the deepest hidden state the prompt embedding reads
 
 # --- Ovis-U1 ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class YakConfig:
+class YakConfig(_Backbone):
     hidden: int = 1536
     heads: int = 12
     depth_double: int = 6
@@ -117,26 +122,6 @@ class YakConfig:
     theta: float = 10000.0
     guidance_embed: bool = False
 
-    def __post_init__(self):
-        if self.hidden % self.heads:
-            raise ValueError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
-        if sum(self.axes_dim) != self.head_dim:
-            raise ValueError(f"RoPE axes {self.axes_dim} must sum to the head dim {self.head_dim}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    @property
-    def mlp_hidden(self) -> int:
-        return int(self.hidden * self.mlp_ratio)
-
-    @property
-    def layers(self) -> int:
-        return self.depth_double + self.depth_single
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
