@@ -51,7 +51,6 @@ class Flux2Config(_Backbone):
     guidance_embed: bool = False
 
 
-
 FLUX2_PRESETS = {
     "flux2-4b": Flux2Config(),
     "flux2-9b": Flux2Config(hidden=4096, heads=32, depth_double=8, depth_single=24, context_dim=12288),
@@ -121,7 +120,6 @@ class YakConfig(_Backbone):
     axes_dim: tuple[int, ...] = (16, 56, 56)
     theta: float = 10000.0
     guidance_embed: bool = False
-
 
 
 @dataclass(frozen=True)
