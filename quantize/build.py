@@ -1,19 +1,27 @@
-"""`imagewam-edge build` (runs ON the device): TensorRT 10 engines from an engines directory of ONNX files.
+"""`imagewam-edge build` (runs ON the device): TensorRT 10 or 11 engines from an engines directory of ONNX files.
 
-Strongly typed networks (the Q/DQ ONNX decides every layer's precision; TensorRT 10 deprecated implicit INT8
-calibration and 11 removes it), optimization profiles from the export metadata, a persistent timing cache, and a
+Strongly typed networks only (the ONNX types and Q/DQ nodes decide every layer's precision): no BuilderFlag
+FP16/BF16/INT8/FP8 and no calibrators, which TensorRT 11 removes (the version-dependent calls are in
+edge/backends/trt_compat.py); optimization profiles from the export metadata, a persistent timing cache, and a
 manifest (TensorRT version, compute capability, precision, source checksums) the runtime checks before loading.
-TensorRT is imported lazily; everything before the first TensorRT call is plain Python and tested on CPU machines."""
+One component at a time, each builder's objects and serialized plan released before the next (host memory on a
+unified-memory Jetson), the plan written from TensorRT's buffer without a bytes copy.
+TensorRT is imported lazily; everything before the first TensorRT call is plain Python and tested on CPU machines;
+the TensorRT calls are exercised only by a recording fake (tests/quantize/test_build_tensorrt_fake.py), never on
+hardware here (no TensorRT on these machines)."""
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edge.atomic import replace_dir, staged_dir, write_bytes as atomic_write_bytes
+from edge.backends import trt_compat
+from edge.backends.trt_engine import rss_mib
 from edge.errors import ConfigError, MissingDependencyError
 from edge.files import read_json_object, require_keys
 from edge.manifest import profile_shapes, sha256_file, verify_files
@@ -21,18 +29,19 @@ from edge.manifest import profile_shapes, sha256_file, verify_files
 from .export import write_manifest
 from .precision import check_precision_supported
 
+if TYPE_CHECKING:  # typed by tensorrt-stubs in CI (requirements/typecheck_tensorrt.sh)
+    import tensorrt as trt
+
 log = logging.getLogger(__name__)
+WEAK_TYPING = ("--fp16 asked TensorRT to pick FP16 kernels by itself (weak typing, BuilderFlag.FP16), which "
+               "TensorRT 11 removes. Put the precision in the ONNX instead: `imagewam-edge quantize --high-precision "
+               "fp16` (or an FP16/BF16 export), then build without --fp16 (always strongly typed)")
 
 
-def import_tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "TensorRT is not importable here. `build` runs on the device: on a Jetson it comes with JetPack "
-            "(python3-libnvinfer, or the jetson.Dockerfile image); on an x86 GPU machine `pip install tensorrt`. "
-            f"({exc})") from exc
-    return trt
+def import_tensorrt() -> Any:
+    return trt_compat.load_tensorrt(
+        "`build` runs on the device: on a Jetson it comes with JetPack (python3-libnvinfer, or the jetson.Dockerfile "
+        "image); on an x86 GPU machine `pip install tensorrt`.")
 
 
 def device_compute_capability() -> tuple[int, int]:
@@ -75,58 +84,69 @@ def plan_build(onnx_dir: Path, compute_capability: tuple[int, int]) -> dict:
 def build_engines(onnx_dir: str | Path, out: str | Path, workspace_gb: float = 4.0, timing_cache: str | Path | None = None,
                   fp16: bool = False, compute_capability: tuple[int, int] | None = None,
                   progress: Callable[[str], None] = lambda s: None) -> dict:
+    """`fp16` is refused (weak typing; see WEAK_TYPING): kept as a parameter so the old flag gets the explanation."""
+    if fp16:
+        raise ConfigError(WEAK_TYPING)
     onnx_dir, out = Path(onnx_dir), Path(out)
     cc = compute_capability or device_compute_capability()
     plan = plan_build(onnx_dir, cc)
-    trt = import_tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
+    trt_module = import_tensorrt()
+    logger = trt_module.Logger(trt_module.Logger.WARNING)
     cache_path = Path(timing_cache) if timing_cache else out.parent / "timing.cache"
     # built in a staging directory beside OUT; a crash or kill leaves OUT as it was (edge.atomic)
     with staged_dir(out) as tmp:
         cache_blob = cache_path.read_bytes() if cache_path.exists() else b""
-        strongly_typed = not (fp16 and plan["precision"] == "fp32")
         built = {}
         for i, (comp, item) in enumerate(plan["components"].items(), 1):
-            progress(f"[{i}/{len(plan['components'])}] building {comp} ({plan['precision']}"
-                     f"{', fp16 weak typing' if not strongly_typed else ', strongly typed'})")
+            progress(f"[{i}/{len(plan['components'])}] building {comp} ({plan['precision']}, strongly typed)")
             t0 = time.perf_counter()
-            builder = trt.Builder(logger)
-            flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-            network = builder.create_network(flags)
-            parser = trt.OnnxParser(network, logger)
-            if not parser.parse_from_file(str(item["onnx"])):
-                errors = "; ".join(str(parser.get_error(k)) for k in range(parser.num_errors))
-                raise ConfigError(f"TensorRT could not parse {item['onnx']}: {errors}")
-            config = builder.create_builder_config()
-            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-            if not strongly_typed:
-                config.set_flag(trt.BuilderFlag.FP16)
-            cache = config.create_timing_cache(cache_blob)
-            config.set_timing_cache(cache, ignore_mismatch=False)
-            profile = builder.create_optimization_profile()
-            for name, (lo, opt, hi) in item["profile"].items():
-                profile.set_shape(name, lo, opt, hi)
-            config.add_optimization_profile(profile)
-            blob = builder.build_serialized_network(network, config)
-            if blob is None:
-                raise ConfigError(f"TensorRT failed to build {comp} (see the TensorRT log above); try a larger "
-                                  "--workspace-gb or check `imagewam-edge doctor`")
-            (tmp / f"{comp}.engine").write_bytes(bytes(blob))
-            cache_blob = bytes(config.get_timing_cache().serialize())
+            nbytes, cache_blob = build_one(trt_module, logger, item, tmp / f"{comp}.engine", workspace_gb, cache_blob)
+            gc.collect()  # the builder, network, parser and plan of this component are gone before the next one
             (tmp / f"{comp}.json").write_text(json.dumps({**item["meta"], "engine": f"{comp}.engine",
                                                           "profile": {k: [list(s) for s in v] for k, v in item["profile"].items()}},
                                                          indent=1))
-            built[comp] = {"seconds": round(time.perf_counter() - t0, 1), "bytes": len(blob)}
-            progress(f"      {comp}: {len(blob) / 2**20:.1f} MiB in {built[comp]['seconds']} s")
+            now, peak = rss_mib()
+            built[comp] = {"seconds": round(time.perf_counter() - t0, 1), "bytes": nbytes}
+            progress(f"      {comp}: {nbytes / 2**20:.1f} MiB in {built[comp]['seconds']} s "
+                     f"(host RSS {now:.0f} MiB, peak {peak:.0f} MiB)")
         atomic_write_bytes(cache_path, cache_blob)
         for name in ("policy.json", "dataset_stats.json", "prompts.npz"):
             if (onnx_dir / name).exists():
                 shutil.copy(onnx_dir / name, tmp / name)
         src = plan["manifest"]
         manifest = write_manifest(tmp, "tensorrt", plan["precision"], {
-            "variant": src.get("variant"), "tensorrt": trt.__version__, "compute_capability": list(cc),
-            "strongly_typed": strongly_typed, "components": sorted(built), "source": src.get("source"),
+            "variant": src.get("variant"), "tensorrt": trt_module.__version__, "compute_capability": list(cc),
+            "strongly_typed": True, "components": sorted(built), "source": src.get("source"),
             "onnx": {"dir": str(onnx_dir.resolve()), "manifest_sha256": sha256_file(onnx_dir / "manifest.json")},
             "build": built})
         replace_dir(tmp, out)  # the previous engines stay until the new ones are complete
     return manifest
+
+
+def build_one(trt_module: Any, logger: trt.ILogger, item: dict, path: Path, workspace_gb: float,
+              cache_blob: bytes) -> tuple[int, bytes]:
+    """Parse one ONNX into a strongly typed network, build it with its profile, write the plan to `path`.
+    Returns (plan bytes, the updated timing cache)."""
+    builder: trt.Builder = trt_module.Builder(logger)
+    network = trt_compat.create_strongly_typed_network(trt_module, builder)
+    parser: trt.OnnxParser = trt_module.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(item["onnx"])):
+        errors = "; ".join(str(parser.get_error(k)) for k in range(parser.num_errors))
+        raise ConfigError(f"TensorRT could not parse {item['onnx']}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt_module.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    cache = config.create_timing_cache(cache_blob)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in item["profile"].items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    blob = builder.build_serialized_network(network, config)
+    if blob is None:
+        raise ConfigError(f"TensorRT failed to build {item['onnx'].stem} (see the TensorRT log above); try a larger "
+                          "--workspace-gb or check `imagewam-edge doctor`")
+    with open(path, "wb") as f:
+        f.write(memoryview(blob))  # from TensorRT's buffer, no bytes() copy
+    nbytes = path.stat().st_size
+    timing = config.get_timing_cache()
+    return nbytes, bytes(timing.serialize()) if timing is not None else cache_blob
