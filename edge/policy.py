@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .normalize import Normalizer
-from .sampler import euler_sample, flow_sigmas, initial_noise
+from .sampler import flow_sigmas, initial_noise
 from .transforms import POSTPROCESS, compose_canvas, get_canvas, get_embodiment, to_model_pixels
 from .variants import prefix_stage
 
@@ -83,7 +83,8 @@ class ImageWAMPolicy:
 
     def infer(self, obs: dict, noise: np.ndarray | None = None, seed: int | None = None) -> dict:
         """obs: {"images": [HxWx3 uint8 per camera slot], "state": [state_dim], "instruction": str}.
-        Returns {"actions" [H, Da] un-normalised and post-processed, "actions_normalized", "timings_ms", "step_ms"}."""
+        Returns {"actions" [H, Da] un-normalised and post-processed, "actions_normalized", "timings_ms", "step_ms",
+        "transfer_bytes" {"h2d"|"d2h": {stage: bytes}} moved between host and accelerator in this step}."""
         timings, clock = {}, time.perf_counter
         t = clock()
         text = self.text(obs["instruction"])
@@ -99,19 +100,13 @@ class ImageWAMPolicy:
         if noise is None:
             noise = initial_noise(seed, self.spec.horizon, self.spec.action_dim)
         noise = np.asarray(noise, dtype=np.float32).reshape(1, self.spec.horizon, self.spec.action_dim)
-        step_ms = []
-
-        def velocity(x, sigma, i):
-            t0 = clock()
-            out = self.backend.run("denoise_step", {"x": x, "sigma": np.array([sigma], np.float32), **kv})["velocity"]
-            step_ms.append((clock() - t0) * 1e3)
-            return out
-
         t = clock()
-        x = euler_sample(noise, velocity, self.sigmas)
+        x, step_ms = self.backend.denoise(kv, noise, self.sigmas)
         timings["denoise"] = (clock() - t) * 1e3
         t = clock()
         actions = self.postprocess(self.action_norm.backward(x[0]))
         timings["postprocess"] = (clock() - t) * 1e3
         timings["total"] = sum(timings.values())
-        return {"actions": actions, "actions_normalized": x[0], "timings_ms": timings, "step_ms": step_ms}
+        traffic = self.backend.traffic.take()
+        return {"actions": actions, "actions_normalized": x[0], "timings_ms": timings, "step_ms": step_ms,
+                "transfer_bytes": traffic}

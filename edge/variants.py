@@ -1,6 +1,7 @@
 """What differs between model variants on the runtime side: how the prefix (the K/V cache the action expert
 attends to) is computed from an observation. Everything after it (sampler, denoise steps, post-processing) is
-shared: `denoise_step` receives {"x", "sigma"} plus every array the prefix stage returned.
+shared: the prefix stage returns the backend's `Prefix` handle and `denoise_step` receives {"x", "sigma"} plus
+every tensor in it.
 
 A variant registers a `PrefixStage` class under its `PolicySpec.variant` name."""
 from __future__ import annotations
@@ -37,14 +38,15 @@ class Flux2Prefix:
         return text
 
     def __call__(self, backend, text: np.ndarray, state: np.ndarray, pixels: np.ndarray, timings: dict) -> dict:
-        """text [T, Dt], state [1, P] normalised, pixels [1, 3, H, W] -> named arrays for denoise_step."""
+        """text [T, Dt], state [1, P] normalised, pixels [1, 3, H, W] -> the backend's Prefix (K/V where the
+        backend keeps them)."""
         t = time.perf_counter()
-        tokens = backend.run("vision_encoder", {"pixels": pixels})["image_tokens"]
+        tokens = backend.vision({"pixels": pixels})["image_tokens"]
         timings["vision_encoder"] = (time.perf_counter() - t) * 1e3
         cos, sin = self.rope(text.shape[0] + 1)
         t = time.perf_counter()
-        kv = backend.run("prefill", {"text": text[None], "state": state, "image_tokens": tokens,
-                                     "rope_cos": cos, "rope_sin": sin})
+        kv = backend.prefill({"text": text[None], "state": state, "image_tokens": tokens,
+                              "rope_cos": cos, "rope_sin": sin})
         timings["prefill"] = (time.perf_counter() - t) * 1e3
         return kv
 
@@ -86,17 +88,17 @@ class OvisU1Prefix:
         return ids.astype(np.int64)
 
     def __call__(self, backend, ids: np.ndarray, state: np.ndarray, pixels: np.ndarray, timings: dict) -> dict:
-        """ids [T] int64, state [1, P] normalised, pixels [1, 3, H, W] -> named arrays for denoise_step."""
+        """ids [T] int64, state [1, P] normalised, pixels [1, 3, H, W] -> the backend's Prefix (K/V where the
+        backend keeps them)."""
         atom = int(np.flatnonzero(ids == OVIS_IMAGE_ATOM)[0])
         t = time.perf_counter()
-        enc = backend.run("vision_encoder", {"pixels": pixels, "prefix_ids": ids[None, :atom],
-                                             "suffix_ids": ids[None, atom + 1 :]})
+        enc = backend.vision({"pixels": pixels, "prefix_ids": ids[None, :atom], "suffix_ids": ids[None, atom + 1 :]})
         timings["vision_encoder"] = (time.perf_counter() - t) * 1e3
         context = enc["context"]
         cos, sin = self.rope(context.shape[1] + 1)  # + the proprio token
         t = time.perf_counter()
-        kv = backend.run("prefill", {"context": context, "state": state, "image_tokens": enc["image_tokens"],
-                                     "rope_cos": cos, "rope_sin": sin})
+        kv = backend.prefill({"context": context, "state": state, "image_tokens": enc["image_tokens"],
+                              "rope_cos": cos, "rope_sin": sin})
         timings["prefill"] = (time.perf_counter() - t) * 1e3
         return kv
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ConfigError, MissingDependencyError
 from ..integrity import IntegrityError, verify_engine_files
+from .host_loop import HostLoop
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ def default_providers(available: list[str]) -> list[str]:
     return [p for p in order if p in available] or ["CPUExecutionProvider"]
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(HostLoop):
     name = "onnxruntime"
 
     def __init__(self, engines: str | Path, components: list[str], providers: list[str] | None = None,

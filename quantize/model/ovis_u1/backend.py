@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge.backends.host_loop import HostLoop
 from edge.errors import CheckpointError
 from edge.normalize import load_normalizers
 from edge.ovis_rope import action_rope
@@ -61,7 +62,7 @@ class OvisPromptTokenizer:
         return prompt_ids(self.tokenizer, instruction)
 
 
-class OvisTorchBackend:
+class OvisTorchBackend(HostLoop):
     name = "torch"
 
     def __init__(self, checkpoint: OvisCheckpoint, conditioner: OvisConditioner, image_tokenizer: OvisImageTokenizer):
