@@ -128,7 +128,9 @@ class TensorRTBackend:
                 buf.shape, buf.generation = value.shape, buf.generation + 1
             return value.shape
         if buf.dtype.numpy is None:
-            raise ConfigError(f"{stage} input {name!r} is {buf.dtype.name}: it cannot come from the host")
+            hint = " (pip install ml_dtypes for bfloat16 on the host)" if buf.dtype.name == "BF16" else ""
+            raise ConfigError(f"{stage} input {name!r} is {buf.dtype.name}: it cannot come from the host{hint}; "
+                              "re-export with float32 inputs (cast inside the graph)")
         arr = np.ascontiguousarray(value, dtype=buf.dtype.numpy)
         n = buf.check_fits(arr.shape, stage)
         staging = self._staging(name)
@@ -141,7 +143,8 @@ class TensorRTBackend:
     def _download(self, tensor: DeviceTensor) -> np.ndarray:
         buf = tensor.buffer
         if buf.dtype.numpy is None:
-            raise ConfigError(f"{buf.name!r} is {buf.dtype.name}: it cannot be read on the host")
+            hint = " (pip install ml_dtypes for bfloat16)" if buf.dtype.name == "BF16" else ""
+            raise ConfigError(f"{buf.name!r} is {buf.dtype.name}: it cannot be read on the host{hint}")
         staging = self._staging(buf.name)
         self.cuda.d2h(staging.ptr, tensor.ptr, tensor.nbytes, self.stream)
         self.cuda.sync(self.stream)

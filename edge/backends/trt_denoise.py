@@ -13,6 +13,7 @@ Untested on hardware here (no GPU, no TensorRT on these machines); exercised by 
 tests/edge/test_tensorrt_contract.py, whose fake engine computes a known velocity in numpy."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 from ..errors import ConfigError
 from .base import Traffic
 from .trt_buffers import DeviceBuffer, Staging
-from .trt_cuda import Cuda
+from .trt_cuda import Cuda, CudaError
 from .trt_engine import Engine
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,17 @@ class DenoiseGraph:
                 self.engine.enqueue(self.stream)
                 self.cuda.launch_kernel(self.kernel, n, (x.ptr, v.ptr, dt, n),
                                         (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int), self.stream)
-        finally:
-            graph = self.cuda.end_capture(self.stream)
-        self.graph, self.graph_exec = graph, self.cuda.instantiate(graph)
+        except BaseException:
+            with contextlib.suppress(CudaError):  # end the broken capture so the stream is usable again
+                self.cuda.destroy_graph(self.cuda.end_capture(self.stream), None)
+            raise
+        graph = self.cuda.end_capture(self.stream)
+        try:
+            self.graph_exec = self.cuda.instantiate(graph)
+        except BaseException:
+            self.cuda.destroy_graph(graph, None)
+            raise
+        self.graph = graph
         self.key = key
         self.captures += 1
         log.info("denoise loop captured as one CUDA graph: %d steps, shapes %s (capture #%d)", len(sigmas) - 1,

@@ -63,7 +63,8 @@ def deserialize_file(runtime: trt.Runtime, path: Path) -> trt.ICudaEngine:
             blob.close()  # the mapping goes now, not when the engine goes
     gc.collect()
     if engine is None:
-        raise ConfigError(f"TensorRT could not deserialize {path}; rebuild it on this device with `imagewam-edge build`")
+        raise ConfigError(f"TensorRT could not deserialize {path}; rebuild it on this device with "
+                          "`imagewam-edge build`")
     return engine
 
 
@@ -129,7 +130,8 @@ class Engine:
             del self.engine
 
 
-def load_engines(trt_module: Any, runtime: trt.Runtime, engines: Path, components: list[str], metas: dict[str, dict]) -> dict[str, Engine]:
+def load_engines(trt_module: Any, runtime: trt.Runtime, engines: Path, components: list[str],
+                 metas: dict[str, dict]) -> dict[str, Engine]:
     """Deserialize one engine at a time, largest first, logging host memory after each (see `load_order`)."""
     parts: dict[str, Engine] = {}
     for comp in load_order(engines, components):

@@ -210,6 +210,22 @@ def test_graph_captured_once_per_prefix_shape(tmp_path):
     backend.close()
 
 
+def test_a_failed_capture_leaves_the_stream_usable(tmp_path):
+    backend, world, trt = make_backend(tmp_path)
+    ctx = next(c for c in trt.contexts if c.component == "denoise_step")
+    real = ctx.execute_async_v3
+    ctx.execute_async_v3 = lambda stream: bool(int(stream) not in world.capturing) and real(stream)
+    obs, noise, sigmas = observation(), np.zeros((1, A, DA), np.float32), flow_sigmas(4)
+    with pytest.raises(ConfigError, match="execute_async_v3 failed for denoise_step"):
+        control_step(backend, obs, noise, sigmas)
+    assert not world.capturing and backend.loop.graph is None  # capture ended, nothing half-built kept
+    assert len(world.named("cudaGraphDestroy")) == 1
+    ctx.execute_async_v3 = real
+    (x0, _), _ = control_step(backend, obs, noise, sigmas)  # and the next step captures and runs
+    np.testing.assert_array_equal(x0, reference(obs, noise, sigmas))
+    backend.close()
+
+
 def test_stale_prefix_and_outside_profile_are_refused(tmp_path):
     backend, _, _ = make_backend(tmp_path)
     sigmas, noise = flow_sigmas(4), np.zeros((1, A, DA), np.float32)
