@@ -6,9 +6,9 @@
   step's inputs. Nothing between components passes through the host.
 - Host inputs (pixels, text, state, rope; noise) go up from pinned staging buffers; only host-facing outputs and
   the final action chunk come down. `traffic` counts those bytes by stage.
-- `run` returns a `DeviceTensor` (array-like: `np.asarray` downloads it, counted) for an output another loaded
-  engine consumes, host arrays otherwise; `prefill` returns a `Prefix` of device tensors; `denoise` runs the whole
-  Euler loop as one CUDA graph with the FP32 update on the device (trt_denoise.py).
+- `vision` returns `DeviceTensor`s (array-like: `np.asarray` downloads one, counted) for what the prefill consumes;
+  `prefill` returns a `Prefix` of device tensors; `denoise` runs the whole Euler loop as one CUDA graph with the FP32
+  update on the device (trt_denoise.py); `run` (export, calibration, the gate) returns host arrays.
 - TensorRT-version-dependent calls: trt_compat.py; CUDA calls through cuda-python: trt_cuda.py; engine loading
   (largest first, memory-mapped, host peak logged): trt_engine.py.
 
@@ -152,7 +152,8 @@ class TensorRTBackend:
         return staging.get(tensor.shape, buf.dtype.numpy)
 
     # the backend contract (edge/backends/base.py)
-    def run(self, component: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    def _execute(self, component: str, inputs: dict[str, Any], keep: bool) -> dict[str, Any]:
+        """Run one engine; with `keep`, outputs another loaded engine consumes stay on the device (DeviceTensor)."""
         part = self._part(component)
         shapes = {}
         for name in part.inputs:
@@ -169,13 +170,21 @@ class TensorRTBackend:
             buf.shape, buf.generation = shape, buf.generation + 1
             out[name] = DeviceTensor(buf, self._download)
         for name, tensor in list(out.items()):
-            if not self.buffers[name].consumers:  # host-facing output: comes down now
+            if not (keep and self.buffers[name].consumers):  # host-facing output: comes down now
                 out[name] = self._download(tensor)
         self.cuda.sync(self.stream)
         return out
 
+    def run(self, component: str, inputs: dict[str, Any]) -> dict[str, np.ndarray]:
+        """One component, host arrays out (export, calibration capture, the accuracy gate); counted traffic."""
+        return self._execute(component, inputs, keep=False)
+
+    def vision(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The vision encoder; `image_tokens` (and Ovis-U1's `context`) stay on the device for `prefill`."""
+        return self._execute("vision_encoder", inputs, keep=True)
+
     def prefill(self, inputs: dict[str, Any]) -> Prefix:
-        out = self.run("prefill", inputs)
+        out = self._execute("prefill", inputs, keep=True)
         on_device = all(isinstance(v, DeviceTensor) for v in out.values())
         return Prefix(out, int(sum(v.nbytes for v in out.values())), "device" if on_device else "host")
 

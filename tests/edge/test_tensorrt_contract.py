@@ -116,7 +116,7 @@ def observation(text_len=3, seed=1):
 
 def control_step(backend, obs, noise, sigmas):
     """The calls edge/policy.py + edge/variants.py make per control step."""
-    tokens = backend.run("vision_encoder", {"pixels": obs["pixels"]})["image_tokens"]
+    tokens = backend.vision({"pixels": obs["pixels"]})["image_tokens"]
     prefix = backend.prefill({"text": obs["text"], "state": obs["state"], "image_tokens": tokens,
                               "rope_cos": obs["rope_cos"], "rope_sin": obs["rope_sin"]})
     return backend.denoise(prefix, noise, sigmas), prefix
@@ -243,9 +243,14 @@ def test_stale_prefix_and_outside_profile_are_refused(tmp_path):
 def test_device_tensors_read_on_the_host_are_counted(tmp_path):
     backend, _, _ = make_backend(tmp_path)
     obs = observation()
-    tokens = backend.run("vision_encoder", {"pixels": obs["pixels"]})["image_tokens"]
+    tokens = backend.vision({"pixels": obs["pixels"]})["image_tokens"]
+    assert tokens.shape == (1, N_IMG, C) and backend.traffic.take()["d2h"] == {}  # stays on the device
     np.testing.assert_array_equal(np.asarray(tokens), vision(obs)["image_tokens"])
     assert backend.traffic.take()["d2h"] == {"vision_encoder": N_IMG * C * 4}
+    host = backend.run("vision_encoder", {"pixels": obs["pixels"]})  # run: host arrays, for export and the gate
+    assert isinstance(host["image_tokens"], np.ndarray) and backend.traffic.take()["d2h"] == {"vision_encoder": 128}
+    keys = backend.run("prefill", {**obs, "image_tokens": host["image_tokens"]})["keys"]
+    assert isinstance(keys, np.ndarray) and keys.shape == (L, 1, 3 + 1 + N_IMG, HD)
     # component-level use (verify, PTQ capture): host K/V in, host velocity out
     kv = prefill({**obs, "image_tokens": vision(obs)["image_tokens"]})
     out = backend.run("denoise_step", {"x": np.ones((1, A, DA), np.float32), "sigma": np.array([0.5], np.float32), **kv})
