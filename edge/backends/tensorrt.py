@@ -12,9 +12,10 @@
 - TensorRT-version-dependent calls: trt_compat.py; CUDA calls through cuda-python: trt_cuda.py; engine loading
   (largest first, memory-mapped, host peak logged): trt_engine.py.
 
-Untested on hardware: there is no TensorRT and no GPU on the machines this was written on, nor in CI. The binding
-logic is exercised only by the recording fake of TensorRT and cuda-python in tests/edge/test_tensorrt_contract.py;
-`imagewam-edge verify` on the device is the check against the ONNX reference."""
+Untested with TensorRT: there is no TensorRT on the machines this was written on, nor in CI, and no GPU in CI. The
+binding logic is exercised only by the recording fake of TensorRT and cuda-python in
+tests/edge/test_tensorrt_contract.py; the CUDA half (trt_cuda, trt_denoise) ran once on an H200 with a stand-in
+engine (tests/edge/test_tensorrt_cuda_gpu.py). `imagewam-edge verify` on the device is the check against ONNX."""
 from __future__ import annotations
 
 import logging

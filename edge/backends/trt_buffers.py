@@ -3,8 +3,8 @@ engine's shape profile allows, and shared by every engine that names the tensor 
 `image_tokens` output IS the prefill's `image_tokens` input; the prefill's `keys`/`values` outputs ARE the
 denoise step's inputs). `DeviceTensor` is the handle the backend hands out for a tensor that stays on the device.
 
-Untested on hardware here (no GPU, no TensorRT on these machines); exercised by the recording fake in
-tests/edge/test_tensorrt_contract.py."""
+Exercised by the recording fake in tests/edge/test_tensorrt_contract.py; the pinned staging also ran once on an
+H200 in tests/edge/test_tensorrt_cuda_gpu.py. Never run with TensorRT (none on these machines)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

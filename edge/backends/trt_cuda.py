@@ -3,8 +3,9 @@ machine, unlike pycuda, but needs a driver and a GPU to do anything): the runtim
 memory, copies, streams and CUDA graphs; NVRTC and the driver API for the one small kernel (the Euler update).
 Every result is checked here and turned into `CudaError` with the call's name.
 
-Untested on hardware here (no GPU, no TensorRT on these machines): it is exercised only by the recording fake in
-tests/edge/test_tensorrt_contract.py, which stands in for cuda.bindings.{runtime,driver,nvrtc}."""
+Exercised in CI only by the recording fake in tests/edge/test_tensorrt_contract.py (it stands in for
+cuda.bindings.{runtime,driver,nvrtc}); these calls ran once on a real GPU (H200, cuda-bindings 13.3.1) in
+tests/edge/test_tensorrt_cuda_gpu.py with a stand-in for the engine. Never run on a Jetson, nor next to TensorRT."""
 from __future__ import annotations
 
 import ctypes

@@ -9,8 +9,10 @@ final action chunk comes out.
 The alternative the issue names, an exported N-step loop engine (the N steps unrolled in one ONNX/engine), is not
 built here: it fixes N at export and makes the engine N times larger in activations; the graph keeps one engine.
 
-Untested on hardware here (no GPU, no TensorRT on these machines); exercised by the recording fake in
-tests/edge/test_tensorrt_contract.py, whose fake engine computes a known velocity in numpy."""
+Exercised in CI by the recording fake in tests/edge/test_tensorrt_contract.py (its fake engine computes a known
+velocity in numpy). The CUDA part (sigma copies, Euler kernel, capture, replay; result equal to edge/sampler.py bit
+for bit) ran once on an H200 with a stand-in kernel in place of the TensorRT engine
+(tests/edge/test_tensorrt_cuda_gpu.py); with a real TensorRT engine inside the graph it has never run."""
 from __future__ import annotations
 
 import contextlib

@@ -1,8 +1,9 @@
 """The CUDA half of the TensorRT backend on a real GPU with real cuda-python (marked gpu: skipped without one):
 pinned staging and copies, NVRTC, the Euler kernel and the CUDA graph of the denoise loop (trt_denoise.py), with a
 stand-in for the TensorRT engine (an NVRTC kernel computing v = -x * sigma + 0.25 from the device buffers, launched
-where the engine's execute_async_v3 would be). TensorRT itself is not involved. Not run on the machines this was
-written on (no GPU there)."""
+where the engine's execute_async_v3 would be). TensorRT itself is not involved.
+Ran once, passed: NVIDIA H200 (sm 9.0), driver 580.159.04, Python 3.12, cuda-bindings 13.3.1 (2026-11-27, the
+lent GPU machine; also NVRTC-compiled all three Euler kernels there). Skipped on CPU machines and in CI."""
 import ctypes
 
 import numpy as np
