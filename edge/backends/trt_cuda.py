@@ -33,7 +33,11 @@ def load_cuda() -> "Cuda":
                 f"the TensorRT backend needs cuda-python ({exc}): pip install 'imagewam-edge[jetson]' (or "
                 "`pip install cuda-python` matching the CUDA of this device); on a CPU machine use "
                 "--backend onnxruntime") from exc
-    return Cuda(runtime, driver, nvrtc)
+    try:
+        return Cuda(runtime, driver, nvrtc)
+    except CudaError as exc:
+        raise CudaError(f"no usable CUDA device ({exc}). In a container run it with --runtime nvidia (Jetson) or "
+                        "--gpus all; on a CPU machine use --backend onnxruntime") from exc
 
 
 def _code(result: Any) -> int:

@@ -306,3 +306,22 @@ def test_versions_and_missing_libraries_are_refused(tmp_path, monkeypatch):
         world = FakeCudaWorld()
         TensorRTBackend(write_engines(tmp_path / "f"), COMPONENTS, trt=fake_tensorrt("11.4.0", world, models()),
                         cuda=Cuda(world.runtime, world.driver, world.nvrtc))
+
+
+def test_cuda_python_without_a_gpu_says_what_to_do(monkeypatch):
+    import sys
+    import types
+
+    from edge.backends.trt_cuda import CudaError, load_cuda
+
+    world = FakeCudaWorld()
+    world.runtime.cudaSetDevice = lambda device: (100,)  # cudaErrorNoDevice, as on a CPU machine with cuda-python
+    bindings = types.SimpleNamespace(runtime=world.runtime, driver=world.driver, nvrtc=world.nvrtc)
+    monkeypatch.setitem(sys.modules, "cuda", types.SimpleNamespace(bindings=bindings))
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    with pytest.raises(CudaError, match="no usable CUDA device.*--backend onnxruntime"):
+        load_cuda()
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)
+    monkeypatch.setitem(sys.modules, "cuda", None)
+    with pytest.raises(MissingDependencyError, match="cuda-python"):
+        load_cuda()
