@@ -38,7 +38,7 @@ def load_engine_policy(engines: str | Path, backend: str = "onnxruntime", prompt
     spec = read_spec(engines)
     if steps and steps != spec.steps:
         spec = PolicySpec.from_dict({**spec.to_dict(), "steps": int(steps)})
-    components = list(PREFIX_STAGES[spec.variant].components) + ["denoise_step"]
+    components = engine_components(spec)
     if backend == "onnxruntime":
         from .backends.onnxrt import OnnxRuntimeBackend
 
@@ -49,6 +49,16 @@ def load_engine_policy(engines: str | Path, backend: str = "onnxruntime", prompt
         impl = TensorRTBackend(engines, components)
     else:
         raise ConfigError(f"unknown backend {backend!r}: onnxruntime or tensorrt")
+    return policy_over(engines, spec, impl, prompt_cache)
+
+
+def engine_components(spec: PolicySpec) -> list[str]:
+    """The components a policy of this variant runs, in order."""
+    return list(PREFIX_STAGES[spec.variant].components) + ["denoise_step"]
+
+
+def policy_over(engines: Path, spec: PolicySpec, impl, prompt_cache: str | Path | None = None) -> ImageWAMPolicy:
+    """The policy of an engines directory over an already made backend (normalisation and prompt cache from it)."""
     state_norm, action_norm = load_normalizers(engines / "dataset_stats.json", get_embodiment(spec.embodiment).norm_mode)
     cache = PromptCache(prompt_cache or engines / "prompts.npz")
     return ImageWAMPolicy(impl, spec, TextSource(spec.text_encoder, cache, encoder=None), state_norm, action_norm)

@@ -70,9 +70,12 @@ def register_export(sub) -> None:
 
 
 def register_quantize(sub) -> None:
-    p = command(sub, "quantize", "Quantize exported FP32 engines to INT8 or FP8 with NVIDIA Model Optimizer (ONNX PTQ, "
-                "calibrated on recorded observations through onnxruntime), then gate their accuracy against FP32 on "
-                "held-out observations. Exit code 3 when the gate fails (the result goes to OUT.rejected).",
+    p = command(sub, "quantize", "Quantize exported FP32 engines to INT8 or FP8 (calibrated on recorded observations "
+                "through onnxruntime; weights STORED in 8 bits, Q/DQ as NVIDIA Model Optimizer writes it), then gate their "
+                "accuracy against FP32 on held-out observations. Memory-bounded: the FP32 engines run one component at a "
+                "time when they do not fit together, and the quantized graph is written one weight at a time (FLUX.2-4B: "
+                "see the README's table). Ends with its wall time, peak RSS and output size. Exit code 3 when the gate "
+                "fails (the result goes to OUT.rejected). INT4 / NVFP4 weights: not offered here (see the README).",
                 "imagewam-edge quantize --onnx engines/fp32 --precision int8 --calibration recordings/day1 --out engines/int8",
                 _quantize)
     p.add_argument("--onnx", required=True, help="FP32 engines directory written by `export`")
@@ -85,8 +88,12 @@ def register_quantize(sub) -> None:
     p.add_argument("--holdout", type=float, default=0.25, help="fraction of observations held out for the gate")
     p.add_argument("--validation", help="gate on this recording instead of a held-out part of --calibration")
     p.add_argument("--max-observations", type=int, default=64, help="subsample long recordings to this many")
+    p.add_argument("--method", choices=["streamed", "modelopt"], default="streamed",
+                   help="streamed (default): activation ranges by max calibration, weights written one at a time, "
+                        "bounded memory; modelopt: NVIDIA Model Optimizer's ONNX PTQ per component (dq_only weights; "
+                        "~10x the component's float32 size in RAM: small models only)")
     p.add_argument("--high-precision", choices=["fp32", "fp16"], default="fp32",
-                   help="dtype of the layers left unquantized (fp16 for TensorRT on the device; fp32 gates on a CPU)")
+                   help="dtype of the layers left unquantized: fp32 (CPU gates); fp16 only with --method modelopt")
     p.add_argument("--include", action="append", default=[], choices=["vision_encoder"],
                    help="also quantize a component kept in high precision by default")
     p.add_argument("--no-gate", action="store_true", help="skip the accuracy gate (not recommended)")
@@ -107,8 +114,7 @@ def _quantize(args) -> int:
     report = quantize_engines(args.onnx, args.precision, args.out, calibration=args.calibration,
                               synthetic=args.synthetic, holdout=args.holdout, max_observations=args.max_observations,
                               high_precision=args.high_precision, gate=not args.no_gate, include=tuple(args.include),
-                              validation=args.validation,
-                              progress=say)
+                              validation=args.validation, method=args.method, progress=say)
     if args.closed_loop_episodes > 0 and report["gate"] != "failed":  # the toy task's closed-loop check (edge/task)
         from .closed_loop import closed_loop_compare, format_closed_loop
 
@@ -119,8 +125,10 @@ def _quantize(args) -> int:
         emit_json(report)
     elif "accuracy" in report:
         print(format_report(report["accuracy"]))
-    print(f"{'wrote' if report['gate'] != 'failed' else 'REJECTED, kept for inspection in'} {report['out']}",
-          file=sys.stderr if args.json else sys.stdout)
+    res = report["resources"]
+    print(f"{'wrote' if report['gate'] != 'failed' else 'REJECTED, kept for inspection in'} {report['out']}: "
+          f"{res['out_bytes'] / 1e9:.2f} GB ({args.precision} weights stored in 8 bits), {res['wall_seconds']:.0f} s, "
+          f"peak RSS {res['peak_rss_bytes'] / 2**30:.2f} GiB", file=sys.stderr if args.json else sys.stdout)
     if report.get("closed_loop") and not report["closed_loop"]["passed"]:
         return 3
     return 3 if report["gate"] == "failed" else 0

@@ -38,23 +38,35 @@ def robot_action_errors(reference: list[np.ndarray], quantized: list[np.ndarray]
 
 def accuracy_report(fp32_dir, quant_dir, observations, precision: str, seed: int = 1000,
                     test_backend: str = "onnxruntime") -> dict:
-    return compare_policies(load_engine_policy(fp32_dir), load_engine_policy(quant_dir, backend=test_backend),
-                            observations, precision, seed)
+    """The FP32 engines run first and are released before the quantized ones load: at most one set in memory."""
+    from .memory import release_memory
+    from .ptq import capture
+
+    ref = load_engine_policy(fp32_dir)
+    reference = capture(ref, observations, seed=seed, outputs=True)
+    ref.backend.close()
+    del ref
+    release_memory()
+    return compare_to_reference(reference, load_engine_policy(quant_dir, backend=test_backend), observations,
+                                precision, seed)
 
 
 def compare_policies(ref, test, observations, precision: str, seed: int = 1000) -> dict:
     """`ref` (FP32) and `test` (quantized) engine policies on the same observations and noise."""
-    from .ptq import capture_inputs
+    from .ptq import capture
 
+    return compare_to_reference(capture(ref, observations, seed=seed, outputs=True), test, observations, precision, seed)
+
+
+def compare_to_reference(reference, test, observations, precision: str, seed: int = 1000) -> dict:
+    """`test` against what the FP32 policy did on `observations` (a ptq.Capture with outputs, same seeds)."""
     gate = gate_for(precision)
-    feeds, ref_results = capture_inputs(ref, observations, seed=seed)
+    ref_results = reference.results
     metrics: dict[str, dict] = {}
     # component level: the quantized component on exactly the FP32 pipeline's inputs
-    for comp, items in feeds.items():
+    for comp, items in reference.feeds.items():
         outs = {}
-        for feed in items:
-            a = ref.backend.run(comp, feed)
-            a = {k: np.array(v, copy=True) for k, v in a.items()}
+        for feed, a in zip(items, reference.outputs[comp]):
             b = test.backend.run(comp, feed)
             for name in a:
                 outs.setdefault(name, []).append(compare(a[name], b[name]))
@@ -75,7 +87,7 @@ def compare_policies(ref, test, observations, precision: str, seed: int = 1000) 
                                            "mean_abs": float(np.mean([c["mean_abs"] for c in step])),
                                            "max_abs_unnormalised": float(max(c["max_abs_unnormalised"] for c in step))},
                                 "robot_actions": robot_action_errors(robot_ref, robot_q,
-                                                                     ref.postprocess.binary_dims(ref.spec.action_dim))}
+                                                                     test.postprocess.binary_dims(test.spec.action_dim))}
     checks = []
 
     def check(what, value, limit, higher_is_better=True):

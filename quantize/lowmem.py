@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .memory import available_memory_bytes, low_memory_session  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
 
 
@@ -229,33 +231,3 @@ def _fill_and_save(ir, program, real: dict, path: Path, external: bool, progress
     # serial (one float32 tensor made at a time); 64 KiB-aligned tensors, which onnxruntime can map in place
     ir.save(program.model, str(path), external_data=path.name + ".data", callback=callback, max_workers=1,
             alignment=65536)
-
-
-def low_memory_session(path: Path, weights_bytes: int = 0):
-    """An onnxruntime CPU session that holds the weights once: no pre-packed copies, no arena. onnxruntime maps
-    external data from the file; with basic optimisations it folds the weight transposes into new (anonymous)
-    tensors and drops the mapped originals (the lowest peak: ~1x the float32 weights, measured), which is chosen
-    while the weights fit in 60% of the available memory; beyond that, no optimisation: the weights stay in the
-    file mapping, which the kernel can page out and back, so a smaller machine is slower instead of killed."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.disable_prepacking", "1")
-    so.enable_cpu_mem_arena = False
-    fits = weights_bytes < 0.6 * available_memory_bytes()
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if fits
-                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def available_memory_bytes() -> int:
-    """MemAvailable (Linux), else a large number (no limit known)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 50

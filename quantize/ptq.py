@@ -1,72 +1,95 @@
-"""`imagewam-edge quantize`: post-training quantization of exported ONNX engines with NVIDIA Model Optimizer
-(ONNX PTQ; calibration runs through onnxruntime on the CPU), then the accuracy gate (quantize/gate.py).
+"""`imagewam-edge quantize`: post-training quantization of exported FP32 ONNX engines to INT8 or FP8 with the
+weights STORED in 8 bits, then the accuracy gate (quantize/gate.py).
+
+Memory-bounded at real size (the FLUX.2-4B prefill is 15.5 GB of float32):
+1. the FP32 engines run on the calibration and held-out observations through onnxruntime sessions that hold their
+   weights once, one component at a time when they do not fit together (quantize/bounded_backend.py); the inputs
+   each component receives are kept (the prefill's K/V once per observation, not once per denoise step), and for
+   the held-out observations the outputs too (the gate's reference); then the FP32 sessions are released;
+2. per component, activation ranges from one session over its calibration inputs (quantize/calibrate.py), then
+   the quantized graph is written one weight at a time (quantize/compact.py): no copy of the model in memory or
+   in scratch files;
+3. the gate runs the quantized engines against the recorded reference (the FP32 engines are not loaded again).
+`--method modelopt` quantizes each component with NVIDIA Model Optimizer's ONNX PTQ instead (dq_only weights;
+~10x the component's float32 size in RAM: small models only; quantize/modelopt_ptq.py).
 
 Calibration data are real observations (a recording directory, `edge/recording.py`); a synthetic set is made only
 when asked (`--synthetic N`) and the report says so. Every observation is pushed through the FP32 engines and the
 inputs each component sees are captured (the denoise step at every sigma)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
-import sys
-import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from edge.atomic import replace_dir, staged_dir
+from edge.backends.host_loop import RunOnly
 from edge.engines import load_engine_policy, read_json
-from edge.errors import ImageWAMEdgeError
 from edge.recording import Observation, iter_observations
 
 from .export import write_manifest
-from .onnx_utils import qdq_counts, sha256_file
-from .precision import QUANTIZED, QUANTIZED_OPS, keep_high_precision, node_scopes
+from .onnx_utils import sha256_file
+from .precision import QUANTIZED
+from .qdq_check import QuantizationError, check_quantized, expected_quantized  # noqa: F401  (QuantizationError re-exported)
 
 log = logging.getLogger(__name__)
 
 
-class QuantizationError(ImageWAMEdgeError):
-    """Quantization failed or did not quantize what the precision policy asks for."""
+@dataclass
+class Capture:
+    """What the engines saw and did on a list of observations: per component the input feeds (and with
+    `outputs=True` the outputs), and the policy's result per observation."""
+
+    feeds: dict[str, list[dict]] = field(default_factory=dict)
+    outputs: dict[str, list[dict]] = field(default_factory=dict)
+    results: list[dict] = field(default_factory=list)
 
 
-class ListReader:
-    """onnxruntime CalibrationDataReader over a list of feeds (+ the get_first/rewind ModelOpt calls)."""
+def capture(policy, observations: list[Observation], seed: int = 0, outputs: bool = False) -> Capture:
+    """Run `policy` on every observation (noise seed `seed + i`), recording what each component receives. An input
+    that is the same array with the same values as in the previous call (the prefill's K/V at every denoise step) is
+    stored once: at real size that is 0.26 GB per observation instead of 2.6."""
+    got = Capture()
+    backend = policy.backend
+    run = backend.run
+    last: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # input name -> (array as passed, the copy stored)
 
-    def __init__(self, feeds: list[dict]):
-        self.feeds, self._it = feeds, iter(feeds)
+    def keep(name, value):
+        prev = last.get(name)
+        if prev is not None and prev[0] is value and np.array_equal(prev[1], value):
+            return prev[1]
+        copy = np.array(value, copy=True)
+        last[name] = (value, copy)
+        return copy
 
-    def get_next(self):
-        return next(self._it, None)
+    def recording(component, inputs):
+        got.feeds.setdefault(component, []).append({k: keep(k, v) for k, v in inputs.items()})
+        result = {k: np.array(v, copy=True) for k, v in run(component, inputs).items()}
+        if outputs:
+            got.outputs.setdefault(component, []).append(result)
+        return result
 
-    def get_first(self):
-        return self.feeds[0]
-
-    def rewind(self):
-        self._it = iter(self.feeds)
+    recorder = RunOnly(backend)  # every component call goes through run(), even where the backend keeps K/V itself
+    recorder.run = recording
+    policy.backend = recorder
+    try:
+        for i, obs in enumerate(observations):
+            got.results.append(policy.infer(obs.as_obs(), seed=seed + i))
+    finally:
+        policy.backend = backend
+    return got
 
 
 def capture_inputs(policy, observations: list[Observation], seed: int = 0) -> tuple[dict[str, list[dict]], list[dict]]:
     """Run `policy` on every observation; returns (component -> list of input feeds, per-observation results)."""
-    captured: dict[str, list[dict]] = {}
-    run = policy.backend.run
-
-    def recording(component, inputs):
-        captured.setdefault(component, []).append({k: np.array(v, copy=True) for k, v in inputs.items()})
-        return {k: np.array(v, copy=True) for k, v in run(component, inputs).items()}
-
-    policy.backend.run = recording
-    results = []
-    try:
-        for i, obs in enumerate(observations):
-            results.append(policy.infer(obs.as_obs(), seed=seed + i))
-    finally:
-        policy.backend.run = run
-    return captured, results
+    got = capture(policy, observations, seed)
+    return got.feeds, got.results
 
 
 def synthetic_observations(n: int, policy, seed: int = 0) -> list[Observation]:
@@ -86,90 +109,6 @@ def synthetic_observations(n: int, policy, seed: int = 0) -> list[Observation]:
         state = policy.state_norm.backward(rng.uniform(lo, hi, policy.spec.state_dim))
         obs.append(Observation(images, state, "pick up the red block", episode=i))
     return obs
-
-
-def modelopt_small_convs(model, precision: str) -> set[str]:
-    """Convolutions ModelOpt leaves unquantized by its own rule (I/O channels < 16, small FP8 convs)."""
-    import onnx_graphsurgeon as gs
-    from modelopt.onnx.quantization.graph_utils import find_nodes_from_convs_to_exclude
-
-    if not any(n.op_type == "Conv" for n in model.graph.node):
-        return set()
-    return set(find_nodes_from_convs_to_exclude(gs.import_onnx(model), quantize_mode=precision))
-
-
-def expected_quantized(model, component: str, precision: str = "int8") -> tuple[list[str], list[str], list[str]]:
-    """(nodes whose weights must be quantized, nodes kept in high precision by our policy, nodes ModelOpt skips)."""
-    inits = {i.name for i in model.graph.initializer}
-    ops = QUANTIZED_OPS.get(component, ("MatMul", "Gemm"))
-    small = modelopt_small_convs(model, precision)
-    want, keep, skipped = [], [], []
-    for node in model.graph.node:
-        if node.op_type not in ops or len(node.input) < 2 or node.input[1] not in inits:
-            continue  # activation x activation products (attention) are never quantized
-        if keep_high_precision(node):
-            keep.append(node.name)
-        elif node.name in small:
-            skipped.append(node.name)
-        else:
-            want.append(node.name)
-    return want, keep, skipped
-
-
-def weight_is_quantized(model, node_name: str) -> bool:
-    producer = {o: n for n in model.graph.node for o in n.output}
-    node = next((n for n in model.graph.node if n.name == node_name), None)
-    if node is None or len(node.input) < 2:
-        return False
-    src = producer.get(node.input[1])
-    return src is not None and src.op_type == "DequantizeLinear"
-
-
-def check_quantized(fp32_model, q_model, component: str, precision: str) -> dict:
-    want, keep, skipped = expected_quantized(fp32_model, component, precision)
-    missing = [n for n in want if not weight_is_quantized(q_model, n)]
-    leaked = [n for n in keep if weight_is_quantized(q_model, n)]
-    counts = qdq_counts(q_model)
-    kind = "int8" if precision == "int8" else "fp8"
-    scopes = {n.name: node_scopes(n)[-2:] for n in fp32_model.graph.node}
-    if missing:
-        raise QuantizationError(f"{component}: {len(missing)} of {len(want)} weight layers were not quantized: "
-                                + ", ".join(f"{n} {scopes.get(n)}" for n in missing[:5]))
-    if leaked:
-        raise QuantizationError(f"{component}: layers the precision policy keeps in high precision were quantized: "
-                                + ", ".join(f"{n} {scopes.get(n)}" for n in leaked[:5]))
-    if counts[kind] < 2 * len(want) or counts["other"]:
-        raise QuantizationError(f"{component}: expected >= {2 * len(want)} {kind} Q/DQ nodes, found {counts}")
-    return {"quantized_layers": len(want), "high_precision_layers": len(keep), "skipped_small_layers": len(skipped),
-            "qdq": counts}
-
-
-def quantize_component(src: Path, dst: Path, component: str, precision: str, feeds: list[dict],
-                       high_precision: str = "fp32") -> dict:
-    import onnx
-    from modelopt.onnx.quantization import quantize
-
-    fp32 = onnx.load(str(src), load_external_data=False)
-    _, keep, _ = expected_quantized(fp32, component, precision)
-    external = any(i.data_location == onnx.TensorProto.EXTERNAL for i in fp32.graph.initializer)
-    t0 = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix=f"{component}-", dir=dst.parent))
-    try:  # ModelOpt rewrites its input file in place (seen: the FP32 denoise_step.onnx changed): give it a copy
-        for f in src.parent.glob(f"{src.name}*"):
-            shutil.copy(f, work / f.name)
-        with contextlib.redirect_stdout(sys.stderr):  # onnxruntime's calibrator prints progress on stdout
-            quantize(str(work / src.name), quantize_mode=precision, calibration_data_reader=ListReader(feeds), calibration_eps=["cpu"],
-                     output_path=str(dst), high_precision_dtype=high_precision, disable_mha_qdq=True,
-                     op_types_to_quantize=list(QUANTIZED_OPS.get(component, ("MatMul", "Gemm"))),
-                     nodes_to_exclude=keep, use_external_data_format=external, log_level="ERROR")
-    except Exception as exc:
-        raise QuantizationError(f"ModelOpt {precision} PTQ of {component} failed: {type(exc).__name__}: {exc}") from exc
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    q = onnx.load(str(dst), load_external_data=False)
-    info = check_quantized(fp32, q, component, precision)
-    info["seconds"] = round(time.perf_counter() - t0, 2)
-    return info
 
 
 def load_observations(fp32, calibration=None, synthetic: int = 0, validation=None, holdout: float = 0.25,
@@ -197,35 +136,93 @@ def load_observations(fp32, calibration=None, synthetic: int = 0, validation=Non
     return [o for o in observations if id(o) not in held_ids], held, kind
 
 
+def quantize_component_compact(src: Path, dst: Path, component: str, precision: str, feeds: list[dict],
+                               progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Activation ranges over `feeds`, then the compact Q/DQ graph written weight by weight; checked."""
+    import onnx
+
+    from .calibrate import activation_inputs, activation_ranges
+    from .compact import write_compact_qdq
+
+    fp32 = onnx.load(str(src), load_external_data=False)
+    want, _, _ = expected_quantized(fp32, component, precision)
+    t0 = time.perf_counter()
+    amax = activation_ranges(src, activation_inputs(fp32, want), feeds, progress)
+    info = write_compact_qdq(src, dst, want, amax, precision, progress=progress)
+    info.update(check_quantized(fp32, onnx.load(str(dst), load_external_data=False), component, precision))
+    info["seconds"] = round(time.perf_counter() - t0, 2)
+    return info
+
+
+METHODS = ("streamed", "modelopt")
+GATE_SEED = 1000  # held-out observation i is sampled with noise seed GATE_SEED + i (gate.compare_policies' default)
+
+
 def quantize_engines(onnx_dir: str | Path, precision: str, out: str | Path, calibration: str | Path | None = None,
                      synthetic: int = 0, holdout: float = 0.25, max_observations: int = 64,
                      high_precision: str = "fp32", gate: bool = True, include: tuple[str, ...] = (),
-                     validation: str | Path | None = None, progress: Callable[[str], None] = lambda s: None) -> dict:
+                     validation: str | Path | None = None, method: str = "streamed",
+                     progress: Callable[[str], None] = lambda s: None) -> dict:
+    from .bounded_backend import bounded_policy
+    from .memory import current_rss_bytes, peak_rss_bytes, release_memory
+
+    t_start = time.monotonic()
     onnx_dir = Path(onnx_dir)
-    if precision not in QUANTIZED:
-        raise QuantizationError(f"--precision {precision}: one of {QUANTIZED}")
+    _check_request(precision, method, high_precision)
     manifest = read_json(onnx_dir / "manifest.json", "quantize reads an FP32 engines directory written by `export`")
     if manifest.get("kind") != "onnx" or manifest.get("precision") != "fp32":
         raise QuantizationError(f"{onnx_dir} holds {manifest.get('precision')} {manifest.get('kind')} engines; "
                                 "quantize starts from the FP32 ONNX export")
-    fp32 = load_engine_policy(onnx_dir)
+    fp32 = bounded_policy(onnx_dir)
     calib, held, kind = load_observations(fp32, calibration, synthetic, validation, holdout, max_observations)
-    progress(f"calibrating on {len(calib)} {kind} observations, {len(held)} held out")
-    feeds, _ = capture_inputs(fp32, calib)
+    progress(f"[1/3] running the FP32 engines on {len(calib)} {kind} calibration observations and {len(held)} held out "
+             f"({'one component at a time' if fp32.backend.one_at_a_time else 'all components loaded'})")
+    feeds = capture(fp32, calib).feeds
+    reference = capture(fp32, held, seed=GATE_SEED, outputs=True) if gate else None
+    fp32.backend.close()
+    del fp32
+    release_memory()
+    progress(f"      captured; RSS {current_rss_bytes() / 2**30:.2f} GiB (peak {peak_rss_bytes() / 2**30:.2f}), "
+             f"{time.monotonic() - t_start:.0f} s")
     info = {"kind": kind, "source": str(calibration or ""), "observations": len(calib), "held_out": len(held),
             "validation": str(validation or "")}
-    return quantize_from_feeds(onnx_dir, precision, out, feeds, held, info, high_precision, gate, include, progress)
+    report = quantize_from_feeds(onnx_dir, precision, out, feeds, held, info, high_precision, gate, include, progress,
+                                 method=method, reference=reference)
+    final = Path(report["out"])
+    report["resources"] = {"wall_seconds": round(time.monotonic() - t_start, 1), "peak_rss_bytes": peak_rss_bytes(),
+                           "out_bytes": sum(f.stat().st_size for f in final.iterdir() if f.is_file()),
+                           "onnx_bytes": sum(f.stat().st_size for f in final.glob("*.onnx*"))}
+    res = report["resources"]
+    progress(f"quantize done in {res['wall_seconds']:.0f} s, peak RSS {res['peak_rss_bytes'] / 2**30:.2f} GiB, "
+             f"{final.name}: {res['out_bytes'] / 1e9:.2f} GB")
+    return report
+
+
+def _check_request(precision: str, method: str, high_precision: str) -> None:
+    if precision not in QUANTIZED:
+        raise QuantizationError(f"--precision {precision}: one of {QUANTIZED}")
+    if method not in METHODS:
+        raise QuantizationError(f"--method {method}: one of {METHODS}")
+    if method == "streamed" and high_precision != "fp32":
+        raise QuantizationError(f"--high-precision {high_precision} needs --method modelopt (ModelOpt converts the "
+                                "layers it leaves unquantized; the streamed writer keeps them in float32)")
 
 
 def quantize_from_feeds(onnx_dir: str | Path, precision: str, out: str | Path, feeds: dict[str, list[dict]],
                         held: list[Observation], calibration_info: dict, high_precision: str = "fp32",
                         gate: bool = True, include: tuple[str, ...] = (),
-                        progress: Callable[[str], None] = lambda s: None) -> dict:
-    """Quantize every component from captured calibration feeds, gate on `held`, write OUT (or OUT.rejected)."""
-    from .gate import accuracy_report
+                        progress: Callable[[str], None] = lambda s: None, method: str = "streamed",
+                        reference: Capture | None = None) -> dict:
+    """Quantize every component from captured calibration feeds, gate on `held` (against `reference`, the FP32
+    engines' capture of `held` with outputs and seeds from GATE_SEED; recorded here when not given), write OUT (or
+    OUT.rejected)."""
+    from .gate import compare_to_reference
 
+    _check_request(precision, method, high_precision)
     onnx_dir, out = Path(onnx_dir), Path(out)
     manifest = read_json(onnx_dir / "manifest.json", "quantize reads an FP32 engines directory written by `export`")
+    if gate and reference is None:
+        reference = _reference(onnx_dir, held)
     with staged_dir(out) as tmp:  # built beside OUT; the previous OUT stays until the new one is complete
         for name in ("policy.json", "dataset_stats.json", "prompts.npz", "tokenizer.json", "text_encoder_prompt.json"):
             if (onnx_dir / name).exists():
@@ -234,24 +231,32 @@ def quantize_from_feeds(onnx_dir: str | Path, precision: str, out: str | Path, f
             for f in onnx_dir.glob(f"{comp}.*"):
                 shutil.copy(f, tmp / f.name)
         quant = {}
-        for comp in manifest["components"]:
+        for i, comp in enumerate(manifest["components"], 1):
             meta = read_json(onnx_dir / f"{comp}.json", "component metadata from export")
             src = onnx_dir / f"{comp}.onnx"
             if not meta.get("quantize", True) and comp not in include:
-                shutil.copy(src, tmp / src.name)
+                for f in onnx_dir.glob(src.name + "*"):
+                    shutil.copy(f, tmp / f.name)
                 quant[comp] = {"quantized_layers": 0, "note": "kept FP32 (not worth quantizing)"}
             else:
-                progress(f"quantizing {comp} to {precision} ({len(feeds[comp])} calibration feeds)")
-                quant[comp] = quantize_component(src, tmp / src.name, comp, precision, feeds[comp], high_precision)
-                progress(f"      {comp}: {quant[comp]['quantized_layers']} layers quantized, "
-                         f"{quant[comp]['high_precision_layers']} kept high precision, Q/DQ {quant[comp]['qdq']}")
+                progress(f"[2/3] quantizing {comp} to {precision} ({len(feeds[comp])} calibration feeds, {method})")
+                quant[comp] = _quantize_one(method, src, tmp / src.name, comp, precision, feeds[comp], high_precision,
+                                            progress)
+                progress(f"      {comp}: {quant[comp]['quantized_layers']} layers quantized (weights "
+                         f"{quant[comp]['weights_stored']}), {quant[comp]['high_precision_layers']} kept high "
+                         f"precision, Q/DQ {quant[comp]['qdq']}, {quant[comp]['seconds']:.0f} s")
             meta.update({"precision": precision if quant[comp].get("quantized_layers") else "fp32",
-                         "quantization": quant[comp], "source_sha256": sha256_file(src)})
+                         "quantization": quant[comp], "source_sha256": sha256_file(src),
+                         "onnx_bytes": sum(f.stat().st_size for f in tmp.glob(src.name + "*"))})
             (tmp / f"{comp}.json").write_text(json.dumps(meta, indent=1))
-        report = {"precision": precision, "calibration": calibration_info, "components": quant}
+        report = {"precision": precision, "method": method, "calibration": calibration_info, "components": quant}
         if gate:
-            progress("accuracy gate on held-out observations")
-            report["accuracy"] = accuracy_report(onnx_dir, tmp, held, precision)
+            progress("[3/3] accuracy gate on held-out observations")
+            test = load_engine_policy(tmp)
+            try:
+                report["accuracy"] = compare_to_reference(reference, test, held, precision, GATE_SEED)
+            finally:
+                test.backend.close()
         passed = report.get("accuracy", {}).get("passed", True)
         report["gate"] = "skipped" if not gate else ("passed" if passed else "failed")
         (tmp / "quantization.json").write_text(json.dumps(report, indent=1))
@@ -259,8 +264,29 @@ def quantize_from_feeds(onnx_dir: str | Path, precision: str, out: str | Path, f
                                                 "versions": manifest.get("versions"), "components": manifest["components"],
                                                 "optional_components": manifest.get("optional_components", []),
                                                 "calibration": calibration_info, "high_precision": high_precision,
-                                                "gate": report["gate"]})
+                                                "method": method, "gate": report["gate"]})
         final = out if passed else out.with_name(out.name + ".rejected")  # a failed gate never takes the real name
         replace_dir(tmp, final)
     report["out"] = str(final)
     return report
+
+
+def _quantize_one(method, src, dst, comp, precision, feeds, high_precision, progress) -> dict:
+    if method == "modelopt":
+        from .modelopt_ptq import quantize_component
+
+        return quantize_component(src, dst, comp, precision, feeds, high_precision)
+    return quantize_component_compact(src, dst, comp, precision, feeds, progress)
+
+
+def _reference(onnx_dir: Path, held: list[Observation]) -> Capture:
+    """The FP32 engines' capture of the held-out observations (outputs included), sessions released after."""
+    from .bounded_backend import bounded_policy
+    from .memory import release_memory
+
+    fp32 = bounded_policy(onnx_dir)
+    try:
+        return capture(fp32, held, seed=GATE_SEED, outputs=True)
+    finally:
+        fp32.backend.close()
+        release_memory()

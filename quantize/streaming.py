@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import json
 import pickle
-import resource
 import struct
 import sys
 import time
@@ -21,49 +20,11 @@ from typing import Callable
 
 import torch
 
+from .memory import current_rss_bytes, peak_rss_bytes, release_memory, trim_heap  # noqa: F401  (re-exported)
+
 _STORAGE_TYPES = {torch.float32: "FloatStorage", torch.bfloat16: "BFloat16Storage", torch.float16: "HalfStorage",
                   torch.int64: "LongStorage", torch.int32: "IntStorage", torch.uint8: "ByteStorage"}
 _SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int64: "I64"}
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
-
-
-def current_rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
-    except OSError:
-        return peak_rss_bytes()
-
-
-_LIBC: list = []
-
-
-def trim_heap() -> None:
-    """Hand freed heap pages back to the OS (glibc's malloc_trim). Without it, writing a 9 GB model.pt tensor by
-    tensor after transformers/diffusers are imported grew the RSS from 0.4 to 1.4 GiB (freed tensors kept by the
-    allocator); with it after every tensor the peak stays at one tensor (measured: 0.58 GiB)."""
-    import ctypes
-
-    if not _LIBC:
-        try:
-            _LIBC.append(ctypes.CDLL("libc.so.6").malloc_trim)
-        except (OSError, AttributeError):
-            _LIBC.append(None)
-    if _LIBC[0] is not None:
-        _LIBC[0](0)
-
-
-def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise)."""
-    import gc
-
-    gc.collect()
-    trim_heap()
 
 
 class _Storage:
