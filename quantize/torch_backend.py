@@ -202,7 +202,7 @@ def load_vae_tokenizer(base: Path, dtype: torch.dtype | None = None) -> Flux2Ima
 def load_torch_policy(checkpoint: str | Path, base: str | Path | None = None, dtype: torch.dtype | None = None,
                       prompt_cache: str | Path | None = None, steps: int = 10, horizon: int | None = None,
                       embodiment: str | None = None, canvas: str | None = None, device: str = "cpu",
-                      cuda_graphs: bool | None = None) -> LoadedPolicy:
+                      cuda_graphs: bool | None = None, compile: bool = False) -> LoadedPolicy:
     """A complete policy from a release directory. `device` "cuda" (or "cuda:N") runs the control step on the GPU
     with the K/V resident and CUDA graphs (see TorchBackend); the text encoder stays where `text_encoder` puts it
     (off the control path: the prompt cache serves every instruction it has seen)."""
@@ -231,6 +231,6 @@ def load_torch_policy(checkpoint: str | Path, base: str | Path | None = None, dt
     if device != "cpu":
         ckpt.model.to(device)
         tokenizer.to(device)
-    policy = ImageWAMPolicy(TorchBackend(ckpt, tokenizer, device=device, cuda_graphs=cuda_graphs), spec, source,
+    policy = ImageWAMPolicy(TorchBackend(ckpt, tokenizer, device=device, cuda_graphs=cuda_graphs, compile=compile), spec, source,
                             state_norm, action_norm)
     return LoadedPolicy(policy, ckpt, text_encoder, base_dir)
