@@ -353,7 +353,7 @@ def main() -> int:
     ref_name = "resident-eager" if "resident-eager" in outputs else "ours"
     ref = outputs.get(ref_name)
     if ref:
-        result[f"max_abs_diff_vs_{ref_name}"] = {
+        result[f"max_abs_diff_vs_{ref_name.replace('-', '_')}"] = {
             n: float(max(np.max(np.abs(a - b)) for a, b in zip(o, ref))) for n, o in outputs.items() if o}
     if dev.type == "cuda" and not args.tiny:
         c = result["ceilings"]

@@ -44,3 +44,17 @@ class HostLoop:
             return out["velocity"]
 
         return euler_sample(noise, velocity, sigmas), step_ms
+
+
+class RunOnly(HostLoop):
+    """Any backend seen through `run` alone: `vision`, `prefill` and `denoise` become component calls on host
+    arrays (what calibration capture and the accuracy gate need to see every input each component receives)."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, getattr(inner, "name", "backend")
+
+    def run(self, component: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.inner.run(component, inputs)
+
+    def close(self) -> None:
+        self.inner.close()

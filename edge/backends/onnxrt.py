@@ -1,15 +1,23 @@
-"""onnxruntime backend: one InferenceSession per component, outputs written into buffers allocated once per
-input-shape signature (IO binding), CPU here; CUDA or TensorRT execution providers where present."""
+"""onnxruntime backend: one InferenceSession per component, IO binding throughout. CPU here; CUDA or TensorRT
+execution providers where present (onnxruntime-gpu).
+
+On the CPU provider the prefill writes its K/V into host buffers allocated once per input-shape signature and the
+denoise session reads those same buffers (bound once per control step, zero copies). With onnxruntime-gpu the
+prefill's outputs are OrtValues allocated on the CUDA device and bound as the denoise inputs by reference: the K/V
+never visit the host; only x and sigma (448 + 4 bytes at 16x7 actions) go up and the velocity comes down per step,
+the Euler update stays on the host in FP32 (`traffic` counts every byte)."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, MissingDependencyError
 from ..integrity import IntegrityError, verify_engine_files
-from .host_loop import HostLoop
+from .base import Prefix
+from .host_loop import HostLoop, nbytes
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +53,7 @@ class OnnxRuntimeBackend(HostLoop):
         # cameras and the arm controllers, and a spinning pool burns them for a few percent of inference time
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self.sessions, self._inputs, self._outputs, self._buffers = {}, {}, {}, {}
+        self.sessions, self._inputs, self._outputs, self._buffers, self._output_types = {}, {}, {}, {}, {}
         for name in components:
             path = self.engines / f"{name}.onnx"
             if not path.exists():
@@ -67,21 +75,87 @@ class OnnxRuntimeBackend(HostLoop):
             self.sessions[name] = sess
             self._inputs[name] = {i.name: NP_TYPES.get(i.type, np.float32) for i in sess.get_inputs()}
             self._outputs[name] = [o.name for o in sess.get_outputs()]
+            self._output_types[name] = {o.name: NP_TYPES.get(o.type, np.float32) for o in sess.get_outputs()}
         self.device = "cuda" if self.providers[0] != "CPUExecutionProvider" else "cpu"
+        self.device_id = 0
         log.info("onnxruntime %s, providers %s", ort.__version__, self.providers)
+
+    def _h2d(self, stage: str, arrays) -> None:
+        if self.device != "cpu":
+            self.traffic.add(stage, h2d=sum(int(a.nbytes) for a in arrays))
+
+    def _d2h(self, stage: str, arrays) -> None:
+        if self.device != "cpu":
+            self.traffic.add(stage, d2h=sum(int(a.nbytes) for a in arrays))
+
+    def _feeds(self, component: str, inputs: dict) -> dict[str, np.ndarray]:
+        expected = self._inputs[component]
+        missing = set(expected) - set(inputs)
+        if missing:
+            raise ConfigError(f"{component}: missing input(s) {sorted(missing)}")
+        return {k: np.ascontiguousarray(inputs[k], dtype=t) for k, t in expected.items()}
+
+    def prefill(self, inputs: dict[str, np.ndarray]) -> Prefix:
+        """K/V into buffers the backend keeps (host buffers on the CPU provider, CUDA OrtValues on onnxruntime-gpu)."""
+        if self.device == "cpu":
+            out = self.run("prefill", inputs)
+            return Prefix(out, nbytes(out), "host")
+        sess = self.sessions["prefill"]
+        feeds = self._feeds("prefill", inputs)
+        binding = sess.io_binding()
+        for k, v in feeds.items():
+            binding.bind_cpu_input(k, v)  # onnxruntime uploads it
+        self._h2d("prefill", feeds.values())
+        for name in self._outputs["prefill"]:
+            binding.bind_output(name, "cuda", self.device_id)
+        sess.run_with_iobinding(binding)
+        values = dict(zip(self._outputs["prefill"], binding.get_outputs()))  # OrtValues on the device
+        size = sum(int(np.prod(v.shape())) * np.dtype(NP_TYPES.get(v.data_type(), np.float32)).itemsize
+                   for v in values.values())
+        return Prefix(values, size, "device")
+
+    def denoise(self, prefix: Prefix, noise: np.ndarray, sigmas: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        """The Euler loop with the K/V bound ONCE for all steps (by reference: no copy on either provider)."""
+        sess = self.sessions["denoise_step"]
+        binding = sess.io_binding()
+        for name, value in prefix.tensors.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        out_name = self._outputs["denoise_step"][0]
+        step_ms: list[float] = []
+        clock = time.perf_counter
+        x = np.array(noise, dtype=np.float32, copy=True)  # the FP32 accumulator
+        x_type, v_type = self._inputs["denoise_step"]["x"], self._output_types["denoise_step"][out_name]
+        velocity = np.empty(x.shape, v_type)
+        sigma = np.zeros(1, self._inputs["denoise_step"]["sigma"])
+        binding.bind_output(out_name, "cpu", element_type=v_type, shape=velocity.shape,
+                            buffer_ptr=velocity.ctypes.data)
+        for i in range(len(sigmas) - 1):
+            t0 = clock()
+            sigma[0] = sigmas[i]
+            x_in = x if x_type == np.float32 else x.astype(x_type)
+            binding.bind_cpu_input("x", x_in)
+            binding.bind_cpu_input("sigma", sigma)
+            self._h2d("denoise", (x_in, sigma))
+            sess.run_with_iobinding(binding)
+            self._d2h("denoise", (velocity,))
+            x += velocity.astype(np.float32, copy=False) * np.float32(sigmas[i + 1] - sigmas[i])  # FP32 as euler_sample
+            step_ms.append((clock() - t0) * 1e3)
+        return x, step_ms
 
     def output_names(self, component: str) -> list[str]:
         return list(self._outputs[component])
 
     def run(self, component: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         sess = self.sessions[component]
-        expected = self._inputs[component]
-        missing = set(expected) - set(inputs)
-        if missing:
-            raise ConfigError(f"{component}: missing input(s) {sorted(missing)}")
-        feeds = {k: np.ascontiguousarray(inputs[k], dtype=t) for k, t in expected.items()}
+        feeds = self._feeds(component, inputs)
         if self.device != "cpu":
-            return dict(zip(self._outputs[component], sess.run(self._outputs[component], feeds)))
+            self._h2d(component, feeds.values())
+            outs = dict(zip(self._outputs[component], sess.run(self._outputs[component], feeds)))
+            self._d2h(component, outs.values())
+            return outs
         binding = sess.io_binding()
         for k, v in feeds.items():
             binding.bind_cpu_input(k, v)
