@@ -18,6 +18,10 @@ tensors). Counting rules:
   and the K/V cache. The text encoder runs once per instruction (prompt cache) and is not on our control path:
   listed, never resident; the official evaluation re-encodes 512 padded tokens every step (reported as `reference`).
   A module fits when resident + RESERVE_GB (OS, CUDA context, activations, TensorRT workspace) < its memory.
+Not counted: kernel launches, synchronisation, imperfect fusion. Measured against this model on an NVIDIA H200
+(scripts/gpu_control_step.py: real-size FLUX.2-4B, torch BF16, K/V resident, CUDA graphs; ceilings set to the GPU's
+measured matmul rate and copy bandwidth; README "The control step on a GPU"): MEASURED_EFFICIENCY below, i.e. the
+real step took 2-12x the bound per component; read the roofline as a floor, and divide by these for an estimate.
 The video-WAM baseline (FastWAM-like) runs the same backbone over the current frame plus F future latent frames for
 K denoising passes, then the same action loop over that longer cache."""
 from __future__ import annotations
@@ -29,6 +33,9 @@ from .model_configs import (FLUX2_PRESETS, FLUX2_VAE, OVIS_U1_LLM, OVIS_U1_VAE, 
                             ImagePreprocess, VisualTokenizerConfig, YakConfig, YakExpertConfig, flux2_expert)
 
 HORIZON, STEPS, ACTION_DIM, STATE_DIM = 16, 10, 7, 8
+# roofline ms / measured ms per component, FLUX.2-4B BF16 on an H200 (docs/measurements/gpu_control_step_h200_run2.json)
+MEASURED_ON = "H200, torch 2.11 BF16, CUDA graphs / + torch.compile"
+MEASURED_EFFICIENCY = {"vision_encoder": (0.09, 0.09), "prefill": (0.29, 0.50), "denoise_step": (0.08, 0.24)}
 CANVAS_HW = (224, 448)  # LIBERO canvas
 DEFAULT_TEXT_TOKENS = 44  # the prompt template + a short instruction in the Qwen3 chat template (est.)
 PADDED_TEXT = 512
@@ -399,6 +406,8 @@ def format_table(result: dict) -> str:
                  f"not; NO FIT: resident + {RESERVE_GB:g} GB reserve reaches the module's memory)")
     lines.append(f"(C: compute-bound, M: memory-bound; text {r0['text_tokens']} valid tokens; the official path's 512 "
                  f"padded tokens make the FLUX.2-4B step {result['reference_padded_text_flux2_4b_tflops']} TFLOP)")
+    lines.append(f"(measured efficiency against this roofline, {MEASURED_ON}: " + ", ".join(
+        f"{k} {a:.0%} / {b:.0%}" for k, (a, b) in MEASURED_EFFICIENCY.items()) + ")")
     lines.append(f"video-WAM baseline (same backbone, F future latent frames, K backbone passes) closest to the seed's "
                  f"{result['seed_claim_flops_saved']:.1%} FLOPs saved: {r0['closest_to_seed_claim']} "
                  f"({r0['video_baseline'][r0['closest_to_seed_claim']]['flops_saved']:.1%}) for {r0['variant']}")
