@@ -54,10 +54,12 @@ def peak_rss_mb() -> float:
 
 def measure(infer: Callable[[dict, int], dict], make_obs: Callable[[int], dict], iterations: int, warmup: int,
             progress: Callable[[str], None] = lambda s: None) -> dict:
-    """Runs `infer(obs, seed)` warmup + iterations times; returns {"samples": stage -> [ms], "rss_peak_mb"}."""
+    """Runs `infer(obs, seed)` warmup + iterations times; returns {"samples": stage -> [ms], "rss_peak_mb",
+    "transfers": [one {"h2d": {stage: bytes}, "d2h": {...}} per measured step] (the `transfer_bytes` of each infer)}."""
     for k in range(warmup):
         infer(make_obs(k), k)
     samples: dict[str, list] = {}
+    transfers: list[dict] = []
     rss_peak = rss_mb()
     t_last = time.monotonic()
     for k in range(iterations):
@@ -70,12 +72,60 @@ def measure(infer: Callable[[dict, int], dict], make_obs: Callable[[int], dict],
                 samples.setdefault(stage, []).append(ms)
         for ms in out.get("step_ms", ()):
             samples.setdefault("denoise_step", []).append(ms)
+        transfers.append(out.get("transfer_bytes") or {"h2d": {}, "d2h": {}})
         if k % 10 == 0:
             rss_peak = max(rss_peak, rss_mb())
         if time.monotonic() - t_last > 5:
             progress(f"  {k + 1}/{iterations} steps")
             t_last = time.monotonic()
-    return {"samples": samples, "rss_peak_mb": max(rss_peak, rss_mb())}
+    return {"samples": samples, "rss_peak_mb": max(rss_peak, rss_mb()), "transfers": transfers}
+
+
+TRANSFER_ORDER = ("vision_encoder", "prefill", "denoise", "denoise_step")
+
+
+def transfer_summary(transfers: list[dict], where: str, noise_bytes: int, steps: int) -> dict:
+    """Host<->device bytes per control step by stage (mean over the measured steps; `varies` if they differ).
+
+    `kv_moved` are the bytes of the prefill's K/V that crossed between host and device in a step: everything the
+    prefill sent down (its only outputs are the K/V) plus what the denoise stages sent up beyond the noise or the
+    per-step x and sigma (`steps * (noise_bytes + 4)`). 0 when the K/V stay where the backend keeps them.
+    `where` is the backend's: "host" (host memory is the device: nothing moves) or "device"."""
+    n = max(1, len(transfers))
+    out: dict = {"where": where, "control_steps": len(transfers), "h2d": {}, "d2h": {}, "varies": False}
+    for direction in ("h2d", "d2h"):
+        stages = sorted({s for t in transfers for s in t.get(direction, {})},
+                        key=lambda s: (TRANSFER_ORDER.index(s) if s in TRANSFER_ORDER else len(TRANSFER_ORDER), s))
+        for stage in stages:
+            values = [int(t.get(direction, {}).get(stage, 0)) for t in transfers]
+            out[direction][stage] = int(round(sum(values) / n))
+            out["varies"] |= len(set(values)) > 1
+    up_denoise = sum(v for s, v in out["h2d"].items() if s.startswith("denoise"))
+    out["kv_moved"] = int(out["d2h"].get("prefill", 0) + max(0, up_denoise - steps * (noise_bytes + 4)))
+    out["total_h2d"], out["total_d2h"] = sum(out["h2d"].values()), sum(out["d2h"].values())
+    return out
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> "1.2 MB" (decimal units, as the latency tables' MB)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def format_transfers(t: dict) -> str:
+    """One line: "host<->device per control step: vision_encoder 1.2 MB up, ...; K/V 0 B"."""
+    if not (t["h2d"] or t["d2h"]) and t["where"] == "host":
+        return "host<->device per control step: 0 B (host memory is the device: the backend keeps every tensor in host memory)"
+    parts = []
+    for stage in sorted(set(t["h2d"]) | set(t["d2h"]),
+                        key=lambda s: (TRANSFER_ORDER.index(s) if s in TRANSFER_ORDER else len(TRANSFER_ORDER), s)):
+        up, down = t["h2d"].get(stage, 0), t["d2h"].get(stage, 0)
+        parts.append(f"{stage} " + " / ".join(([f"{human_bytes(up)} up"] if up else []) +
+                                               ([f"{human_bytes(down)} down"] if down else [])))
+    line = f"host<->device per control step: {', '.join(parts) or '0 B'}; K/V {human_bytes(t['kv_moved'])}"
+    return line + (" (mean; differs between steps)" if t["varies"] else "")
 
 
 def stage_table(samples: dict) -> dict:
@@ -174,7 +224,10 @@ def system_facts(backend=None) -> dict:
 
 
 def load_bench_policy(args, engines: str | None):
+    from .cli_util import torch_device_options
+
     backend = args.backend or ("onnxruntime" if engines else "torch")
+    torch_opts = torch_device_options(args, backend)
     if engines:
         from .engines import load_engine_policy
 
@@ -185,7 +238,7 @@ def load_bench_policy(args, engines: str | None):
         raise ConfigError(f"--backend {backend} runs exported engines: pass --engines DIR")
     from quantize.variants import load_policy
 
-    return load_policy(args.checkpoint, prompt_cache=args.prompt_cache).policy, backend
+    return load_policy(args.checkpoint, prompt_cache=args.prompt_cache, **torch_opts).policy, backend
 
 
 def run_bench(args, progress: Callable[[str], None] = lambda s: None) -> dict:
@@ -209,7 +262,9 @@ def run_bench(args, progress: Callable[[str], None] = lambda s: None) -> dict:
         res = measure(lambda obs, k: policy.infer(obs, seed=k), lambda k: synthetic_observation(policy, args.instruction, k),
                       args.iterations, args.warmup, progress)
         stages = stage_table(res["samples"])
-        result = {"backend": backend, "engines": engines if not tmp else None, "checkpoint": args.checkpoint,
+        torch_device = {"device": getattr(args, "device", None) or "cpu", "compile": bool(getattr(args, "compile", False))}
+        result = {"backend": backend, "torch": torch_device if backend == "torch" else None,
+                  "engines": engines if not tmp else None, "checkpoint": args.checkpoint,
                   "iterations": args.iterations, "warmup": args.warmup, "instruction": args.instruction,
                   "spec": policy.spec.to_dict(), "stages": stages,
                   "jitter_ms": jitter(res["samples"]["control_step"]),
@@ -217,6 +272,9 @@ def run_bench(args, progress: Callable[[str], None] = lambda s: None) -> dict:
                                 "rss_peak_during_steps": round(res["rss_peak_mb"], 1),
                                 "process_peak": round(peak_rss_mb(), 1)},
                   "samples_ms": {k: [round(x, 4) for x in v] for k, v in res["samples"].items()},
+                  "transfer_bytes_per_step": transfer_summary(
+                      res["transfers"], getattr(policy.backend, "where", "host"),
+                      policy.spec.horizon * policy.spec.action_dim * 4, policy.spec.steps),
                   "system": system_facts(getattr(policy, "backend", None))}
         if args.compare:
             from .bench_reference import compare_reference
@@ -234,13 +292,19 @@ def _fmt(d: dict) -> str:
 
 def format_bench(r: dict) -> str:
     s = r["system"]
-    lines = [f"{r['backend']} on {s.get('cpu')} ({s.get('cpu_count')} cores, load {s.get('load_avg')}), "
+    torch_device = r.get("torch") or {}
+    label = r["backend"]
+    if torch_device.get("device", "cpu") != "cpu" or torch_device.get("compile"):
+        label += f" ({torch_device['device']}" + (", torch.compile)" if torch_device.get("compile") else ")")
+    lines = [f"{label} on {s.get('cpu')} ({s.get('cpu_count')} cores, load {s.get('load_avg')}), "
              f"{r['iterations']} control steps after {r['warmup']} warm-up (ms):"]
     for stage, d in r["stages"].items():
         lines.append(f"  {stage:<15} {_fmt(d)}")
     j, m = r["jitter_ms"], r["memory_mb"]
     lines.append(f"  jitter: std {j['std']} ms, p99-p50 {j['p99_minus_p50']} ms; memory: RSS after load "
                  f"{m['rss_after_load']} MB, peak during steps {m['rss_peak_during_steps']} MB, process peak {m['process_peak']} MB")
+    if r.get("transfer_bytes_per_step"):
+        lines.append("  " + format_transfers(r["transfer_bytes_per_step"]))
     if s.get("jetson"):
         jf = s["jetson"]
         lines.append(f"  jetson: {jf.get('model')} | {jf.get('l4t')} | JetPack {jf.get('jetpack')} | TensorRT "

@@ -61,3 +61,23 @@ def _default(o):
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def add_torch_device_args(p: argparse.ArgumentParser, example: str, default: str | None = "cpu") -> None:
+    """--device and --compile for the torch backend (passed to quantize.torch_backend.load_torch_policy)."""
+    p.add_argument("--device", default=default, metavar="cpu|cuda|cuda:N",
+                   help="torch backend: where the control step runs (default: " + (default or "the config's") + "); "
+                   "cuda keeps the K/V on the GPU with CUDA graphs over the prefill and the denoise loop. "
+                   f"Example: {example} --device cuda")
+    p.add_argument("--compile", action="store_true",
+                   help="torch backend: torch.compile inside the CUDA graphs (fuses small kernels; minutes of "
+                   f"compilation on the first control step per shape). Example: {example} --device cuda --compile")
+
+
+def torch_device_options(args, backend: str) -> dict:
+    """{"device", "compile"} for a torch policy; refused for the engine backends (they run where they were built)."""
+    device, compile_ = getattr(args, "device", None) or "cpu", bool(getattr(args, "compile", False))
+    if backend != "torch" and (device != "cpu" or compile_):
+        raise ConfigError(f"--device/--compile apply to the torch backend (--checkpoint DIR, --backend torch); "
+                          f"--backend {backend} runs its engines where they were built: drop --device/--compile")
+    return {"device": device, "compile": compile_}

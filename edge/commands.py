@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cli_util import command, emit_json, parse_vector, read_image
+from .cli_util import add_torch_device_args, command, emit_json, parse_vector, read_image, torch_device_options
 from .errors import ConfigError
 
 
@@ -27,12 +27,15 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=10, help="denoising steps (default 10, as the official evaluation)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                    help="torch compute dtype (auto: the checkpoint's own)")
+    add_torch_device_args(p, "imagewam-edge infer --checkpoint demo --image a.png --image b.png --instruction 'pick "
+                          "up the red block' --state 0,0,0,0,0,0,0,0")
     p.add_argument("--json", action="store_true", help="print one JSON object: {actions, timings_ms}")
 
 
 def load_policy(args):
     """(policy, description) for --checkpoint (torch) or --engines (onnxruntime / tensorrt)."""
     backend = args.backend or ("torch" if args.checkpoint else "onnxruntime")
+    torch_opts = torch_device_options(args, backend)
     if args.checkpoint:
         if backend != "torch":
             raise ConfigError(f"--backend {backend} runs exported engines: pass --engines DIR (see `imagewam-edge export`)")
@@ -41,7 +44,7 @@ def load_policy(args):
 
         dtype = None if args.dtype == "auto" else DTYPES[args.dtype]
         loaded = load_torch_policy(args.checkpoint, base=args.base, dtype=dtype, prompt_cache=args.prompt_cache,
-                                   steps=args.steps)
+                                   steps=args.steps, **torch_opts)
         return loaded.policy
     from .engines import load_engine_policy
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli_util import command
+from .cli_util import add_torch_device_args, command, torch_device_options
 from .errors import ConfigError
 
 
@@ -31,11 +31,12 @@ def register(sub) -> None:
                    "`quantize --calibration` reads)")
     p.add_argument("--json", dest="json_out", metavar="FILE", help="write the summary with per-episode rows as JSON")
     p.add_argument("--quiet", action="store_true", help="no per-episode progress on stderr")
+    add_torch_device_args(p, "imagewam-edge eval --checkpoint edge/assets/toy_checkpoint --backend torch --episodes 20")
 
 
 def load_eval_policy(checkpoint=None, engines=None, backend=None, threads: int = 0, workdir=None,
-                     progress=lambda s: None):
-    """A policy for the task from engines, or from a checkpoint (exported to `workdir`, or PyTorch)."""
+                     progress=lambda s: None, device: str = "cpu", compile: bool = False):
+    """A policy for the task from engines, or from a checkpoint (exported to `workdir`, or PyTorch on `device`)."""
     from .engines import load_engine_policy
     from .task.world import instructions
 
@@ -44,7 +45,7 @@ def load_eval_policy(checkpoint=None, engines=None, backend=None, threads: int =
     if backend == "torch":
         from quantize.variants import load_policy
 
-        return load_policy(checkpoint).policy
+        return load_policy(checkpoint, device=device, compile=compile).policy
     from .errors import require
 
     require("torch", "export")
@@ -74,7 +75,8 @@ def _eval(args) -> int:
         policy = None
         if not args.expert:
             policy = load_eval_policy(args.checkpoint, args.engines, args.backend, args.threads,
-                                      Path(tmp) / "engines", progress)
+                                      Path(tmp) / "engines", progress,
+                                      **torch_device_options(args, args.backend or "onnxruntime"))
         if args.kinematic:
             summary = evaluate_kinematic(policy, args.episodes, args.seed)
         else:

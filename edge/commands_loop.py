@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli_util import command, emit_json
+from .cli_util import add_torch_device_args, command, emit_json
 from .errors import ConfigError
 
 
@@ -26,6 +26,8 @@ def register(sub) -> None:
                    "(the format `quantize --calibration` reads)")
     p.add_argument("--instruction", help="override the config's instruction (must be in the prompt cache)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_torch_device_args(p, "imagewam-edge run --config robot.yaml  (policy.backend: torch, or policy.fallback: "
+                          "torch; overrides policy.device / policy.compile)", default=None)
 
     b = command(sub, "bench", "Measure latency: per stage (warm-up, p50/p90/p99, jitter, peak memory, system facts), "
                 "against the official reference path (--compare reference), or a roofline model (--model-only).",
@@ -55,6 +57,7 @@ def register(sub) -> None:
     b.add_argument("--text-tokens", type=int, default=None, help="--model-only: valid text tokens (default 44: the "
                    "prompt template + a short instruction); the reference path pads to 512")
     b.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_torch_device_args(b, "imagewam-edge bench --checkpoint demo --iterations 50")
 
 
 def _progress(quiet: bool = False):
@@ -82,6 +85,8 @@ def _run(args) -> int:
         from dataclasses import replace
 
         cfg = replace(cfg, instruction=args.instruction)
+    if args.device is not None or args.compile:
+        cfg = _torch_overrides(cfg, args.device, args.compile)
     summary = run_config(cfg, seconds=seconds, record=args.record, progress=progress, ignore_signals_after=True)
     if args.summary:
         write_summary(summary, args.summary)
@@ -93,6 +98,23 @@ def _run(args) -> int:
     except OSError:  # SIGHUP: the terminal is gone; the --summary file holds it
         pass
     return 1 if summary.get("fault") else 0
+
+
+def _torch_overrides(cfg, device: str | None, compile_: bool):
+    """`run --device/--compile`: the config's torch backend (or torch fallback) on that device / compiled."""
+    import re
+    from dataclasses import replace
+
+    from .config import TORCH_DEVICE
+
+    pcfg = cfg.policy
+    if pcfg.backend != "torch" and not pcfg.fallback:
+        raise ConfigError(f"--device/--compile apply to the torch backend, but {cfg.source} runs policy.backend "
+                          f"{pcfg.backend} without a fallback; set `policy.backend: torch` (with `policy.checkpoint`) "
+                          "or `policy.fallback: torch` in the config")
+    if device is not None and not re.fullmatch(TORCH_DEVICE, device):
+        raise ConfigError(f"--device {device!r}: use cpu, cuda or cuda:N (e.g. --device cuda)")
+    return replace(cfg, policy=replace(pcfg, device=device or pcfg.device, compile=compile_ or pcfg.compile))
 
 
 def format_summary(s: dict) -> str:

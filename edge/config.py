@@ -6,6 +6,7 @@ Pure parsing: nothing here opens a device or imports torch."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -14,6 +15,8 @@ from .errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
+FALLBACKS = ("torch",)  # policy.fallback: what runs when the engines cannot be loaded
+TORCH_DEVICE = r"cpu|cuda(:[0-9]+)?"
 CAMERA_KINDS = ("realsense", "sim", "task")  # task: the closed-loop toy task (edge/task)
 PROTOCOLS = ("dynamixel", "feetech", "framed")
 ACTION_MODES = ("absolute", "delta")
@@ -100,6 +103,14 @@ class PolicyConfig:
     action_mode: str = "absolute"  # absolute joint targets, or deltas added to the state of the observation
     action_indices: Optional[tuple] = None  # action dims -> joints in arm order (default: all, in order)
     state_indices: Optional[tuple] = None  # arm joints -> policy state (default: all, in order)
+    # torch backend device: cpu | cuda | cuda:N (None: cpu for backend torch, cuda for the fallback)
+    device: Optional[str] = None
+    compile: bool = False  # torch backend: torch.compile inside the CUDA graphs
+    fallback: Optional[str] = None  # "torch": the checkpoint on the torch backend when the engines cannot be loaded
+
+    def torch_device(self) -> str:
+        """Where the torch backend runs: `device`, else cpu for backend torch and cuda for the fallback."""
+        return self.device or ("cpu" if self.backend == "torch" else "cuda")
 
 
 @dataclass(frozen=True)
@@ -270,10 +281,26 @@ def from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> 
         raise pf.err("checkpoint", "is required with backend torch (a release directory)")
     if backend != "torch" and not engines:
         raise pf.err("engines", f"is required with backend {backend} (a directory written by `imagewam-edge export`)")
+    fallback = pf.get("fallback", None, kind=str, choices=FALLBACKS)
+    if fallback and backend == "torch":
+        raise pf.err("fallback", "is for engine backends (tensorrt, onnxruntime): backend torch has nothing to fall "
+                                 "back from; remove `policy.fallback`")
+    if fallback and not checkpoint:
+        raise pf.err("checkpoint", f"is required with `policy.fallback: {fallback}` (the release directory the torch "
+                                   "backend runs when the engines cannot be loaded)")
+    device = pf.get("device", None, kind=str, example="cuda")
+    if device is not None and not re.fullmatch(TORCH_DEVICE, device):
+        raise pf.err("device", f"must be cpu, cuda or cuda:N, got {device!r}")
+    compile_ = pf.get("compile", False, kind=bool)
+    if (device is not None or compile_) and backend != "torch" and not fallback:
+        raise pf.err("device" if device is not None else "compile",
+                     f"applies to the torch backend; backend {backend} runs its engines where they were built. Use "
+                     "`backend: torch` (with `checkpoint`), or add `fallback: torch` for the torch backend as fallback")
     policy = PolicyConfig(backend, engines, checkpoint, pf.path("prompt_cache", base),
                           pf.get("steps", None, kind=int, minimum=1, maximum=100), pf.get("threads", 0, kind=int, minimum=0),
                           pf.get("action_mode", "absolute", kind=str, choices=ACTION_MODES),
-                          _index_list(pf, "action_indices"), _index_list(pf, "state_indices"))
+                          _index_list(pf, "action_indices"), _index_list(pf, "state_indices"),
+                          device=device, compile=compile_, fallback=fallback)
     pf.done()
     cams = top.get("cameras", kind=list, example="[{kind: realsense, slot: agentview, serial: '123456789'}]")
     if not cams:

@@ -14,16 +14,14 @@ from typing import Callable, Optional
 import numpy as np
 
 from .config import ArmConfig, CameraConfig, PolicyConfig, RunConfig
-from .errors import ConfigError
+from .errors import ConfigError, ImageWAMEdgeError
 
 log = logging.getLogger(__name__)
 
 
 def load_policy(pcfg: PolicyConfig, source: str, progress: Callable[[str], None] = lambda s: None):
     if pcfg.backend == "torch":
-        from quantize.variants import load_policy as load_torch
-
-        return load_torch(pcfg.checkpoint, prompt_cache=pcfg.prompt_cache, steps=pcfg.steps or 10).policy
+        return load_torch_policy(pcfg, pcfg.torch_device())
     from .engines import load_engine_policy
 
     engines = pcfg.engines
@@ -33,8 +31,30 @@ def load_policy(pcfg: PolicyConfig, source: str, progress: Callable[[str], None]
         engines = str(ensure_default_engines(progress=progress))
     elif engines and engines.startswith("@"):
         raise ConfigError(f"{source}: field `policy.engines` {engines!r}: the only special value is @default")
-    return load_engine_policy(engines, backend=pcfg.backend, prompt_cache=pcfg.prompt_cache, steps=pcfg.steps,
-                              threads=pcfg.threads)
+    try:
+        return load_engine_policy(engines, backend=pcfg.backend, prompt_cache=pcfg.prompt_cache, steps=pcfg.steps,
+                                  threads=pcfg.threads)
+    except ENGINE_LOAD_ERRORS as exc:
+        if not pcfg.fallback:
+            raise
+        device = pcfg.torch_device()
+        log.error("%s: the %s engines in %s cannot be loaded (%s: %s); falling back to the torch backend on %s with "
+                  "the checkpoint %s (policy.fallback: %s)", source, pcfg.backend, engines, type(exc).__name__, exc,
+                  device, pcfg.checkpoint, pcfg.fallback)
+        progress(f"{pcfg.backend} engines not loaded ({type(exc).__name__}); fallback: torch on {device}")
+        return load_torch_policy(pcfg, device)
+
+
+# what a failed engine load raises: our typed errors (missing tensorrt / cuda-python, manifest mismatch, no GPU) and
+# what the runtimes themselves raise for an engine they cannot deserialize
+ENGINE_LOAD_ERRORS = (ImageWAMEdgeError, ImportError, OSError, RuntimeError)
+
+
+def load_torch_policy(pcfg: PolicyConfig, device: str):
+    from quantize.variants import load_policy as load_torch
+
+    return load_torch(pcfg.checkpoint, prompt_cache=pcfg.prompt_cache, steps=pcfg.steps or 10, device=device,
+                      compile=pcfg.compile).policy
 
 
 def open_camera(cc: CameraConfig, i: int, source: str):

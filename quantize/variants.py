@@ -4,9 +4,11 @@ is treated alike. A variant adds: a demo writer, a policy loader and a detector 
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
 from pathlib import Path
 
-from edge.errors import CheckpointError
+from edge.errors import CheckpointError, ConfigError, MissingDependencyError
 
 # demo name -> (writer "module:function", variant)
 DEMO_VARIANTS = {"flux2-tiny": ("quantize.demo:write_demo_checkpoint", "flux2"),
@@ -73,9 +75,45 @@ def write_demo(name: str, out, **kwargs):
     return _resolve(DEMO_VARIANTS[name][0])(out, variant=name, **kwargs)
 
 
-def load_policy(checkpoint, **kwargs):
-    """Detect the variant and assemble a torch policy (returns the loader's LoadedPolicy)."""
-    return _resolve(POLICY_LOADERS[detect_variant(checkpoint)])(checkpoint, **kwargs)
+def check_torch_device(device: str) -> str:
+    """"cpu", "cuda" or "cuda:N", refused with the fix when this torch cannot run there."""
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:[0-9]+)?", device):
+        raise ConfigError(f"torch device {device!r}: use cpu, cuda or cuda:N (e.g. --device cuda)")
+    if device == "cpu":
+        return device
+    import torch
+
+    if torch.version.cuda is None:
+        raise MissingDependencyError(
+            f"--device {device}: this torch ({torch.__version__}) is a CPU-only build; install a CUDA build "
+            "(pip install torch --index-url https://download.pytorch.org/whl/cu126; on a Jetson NVIDIA's PyTorch "
+            "wheels for your JetPack) or run with --device cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"--device {device}: torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU; check `nvidia-smi` "
+            "and the driver, in a container start it with the NVIDIA runtime (docker run --gpus all, or --runtime "
+            "nvidia on a Jetson), or run with --device cpu")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 .. "
+                          f"cuda:{torch.cuda.device_count() - 1}); pick one of those")
+    return device
+
+
+def load_policy(checkpoint, device: str = "cpu", compile: bool = False, **kwargs):
+    """Detect the variant and assemble a torch policy (returns the loader's LoadedPolicy). `device` "cuda"/"cuda:N"
+    and `compile` (torch.compile inside the CUDA graphs) go to loaders that take them; CUDA is checked first."""
+    loader = _resolve(POLICY_LOADERS[detect_variant(checkpoint)])
+    device = check_torch_device(device)
+    params = inspect.signature(loader).parameters
+    for name, value, default in (("device", device, "cpu"), ("compile", compile, False)):
+        if value != default:
+            if name not in params:
+                raise ConfigError(f"{checkpoint}: the {detect_variant(checkpoint)} torch backend runs on the CPU "
+                                  f"only (no {name}={value!r}); drop --device/--compile, or export the checkpoint "
+                                  "and run the engines (`imagewam-edge export`)")
+            kwargs[name] = value
+    return loader(checkpoint, **kwargs)
 
 
 def text_encoder_components(variant: str, loaded) -> dict:
