@@ -29,9 +29,9 @@ class TorchBackend:
     """The checkpoint's networks behind the backend contract, on the CPU (the reference path) or on a CUDA device.
 
     On CUDA the control step stays on the device: image tokens and the prefill's K/V are torch tensors on the GPU
-    (never copied to the host), the prefill and the whole N-step denoise loop (velocity + FP32 Euler update) are
-    CUDA graphs captured once per shape (a new instruction length re-captures the prefill and the loop), and the
-    denoise graph's K/V inputs ARE the prefill graph's output buffers. Only pixels, text, state, rope tables and the
+    (never copied to the host), the vision encoder, the prefill and the whole N-step denoise loop (velocity + FP32
+    Euler update) are CUDA graphs captured once per shape (a new instruction length re-captures the prefill and
+    the loop), and the denoise graph's K/V inputs ARE the prefill graph's output buffers. Only pixels, text, state, rope tables and the
     noise go in; the action chunk comes out (`traffic` counts both)."""
 
     name = "torch"
@@ -54,6 +54,8 @@ class TorchBackend:
         # compiled on the first call per shape (minutes at real size), then captured in the CUDA graphs like eager
         self._velocity = torch.compile(self.model.velocity, dynamic=False) if compile else self.model.velocity
         self._prefill_core = torch.compile(self._prefill_eager, dynamic=False) if compile else self._prefill_eager
+        self._vision_core = torch.compile(self.tokenizer, dynamic=False) if compile else self.tokenizer
+        self._vision_graphs: dict[tuple, Captured] = {}
 
     # --- host <-> backend -------------------------------------------------------------------------------------
     def _in(self, stage: str, a, dtype=None) -> torch.Tensor:
@@ -85,7 +87,15 @@ class TorchBackend:
     # --- the contract -------------------------------------------------------------------------------------------
     @torch.no_grad()
     def vision(self, inputs: dict) -> dict[str, torch.Tensor]:
-        tokens = self.tokenizer(self._in("vision_encoder", inputs["pixels"], torch.float32))
+        pixels = self._in("vision_encoder", inputs["pixels"], torch.float32)
+        if self.graphs:
+            key = tuple(pixels.shape)
+            if key not in self._vision_graphs:
+                log.info("capturing the vision-encoder CUDA graph for pixels %s", key)
+                self._vision_graphs[key] = Captured(self._vision_core, [pixels.clone()])
+            tokens = self._vision_graphs[key](pixels)
+        else:
+            tokens = self._vision_core(pixels)
         self._sync()
         return {"image_tokens": tokens}
 
@@ -158,6 +168,7 @@ class TorchBackend:
         raise ValueError(f"unknown component {component!r}")
 
     def close(self) -> None:
+        self._vision_graphs.clear()
         self._prefill_graphs.clear()
         self._loops.clear()
 
