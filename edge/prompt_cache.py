@@ -2,9 +2,12 @@
 once and stored on disk; the control path never runs the text encoder when the cache has the instruction.
 
 File format (one `.npz`, no pickle): `index` is a JSON string, a list of
-`{"key", "instruction", "encoder", "tokens", "width", "created"}`; each entry is stored as array `emb_<key>`:
-float32 [tokens, width] text embeddings (valid tokens only, already trimmed) for FLUX.2, or int64 [tokens] token ids
-for variants whose text encoder must see the image every step (Ovis-U1). `key` = sha256(encoder + NUL + instruction)[:20], so
+`{"key", "instruction", "encoder", "tokens", "valid", "width", "created"}`; each entry is stored as array
+`emb_<key>`: float32 [tokens, width] text embeddings for FLUX.2, or int64 [tokens] token ids for variants whose text
+encoder must see the image every step (Ovis-U1). `valid` is the number of real (unpadded) tokens: `get` returns only
+those rows, so an embedding padded to the encoder's context length (512 in the official code) is trimmed, never fed
+to the model with its padding (that moves the actions by ~6e-2). An entry written before `valid` existed is taken
+as trimmed unless it has PADDED_LENGTH or more rows, which is refused with the fix. `key` = sha256(encoder + NUL + instruction)[:20], so
 the same instruction under another text encoder (other weights, layers, template) is a different entry."""
 from __future__ import annotations
 
@@ -23,6 +26,9 @@ import numpy as np
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+PADDED_LENGTH = 512  # the official Qwen3 prompt length: an entry this long without `valid` is padded text
 
 
 def cache_key(instruction: str, encoder: str) -> str:
@@ -84,18 +90,43 @@ class PromptCache:
         return list(self._index.values())
 
     def get(self, instruction: str, encoder: str) -> np.ndarray | None:
-        return self._arrays.get(cache_key(instruction, encoder))
+        """The entry's valid tokens ([valid, width] or [valid]), or None when the instruction is not cached."""
+        key = cache_key(instruction, encoder)
+        emb = self._arrays.get(key)
+        if emb is None:
+            return None
+        entry = self._index[key]
+        valid = entry.get("valid")
+        if valid is None:
+            if emb.ndim == 2 and emb.shape[0] >= PADDED_LENGTH:
+                raise ConfigError(f"prompt cache {self.path}: the entry for {entry['instruction']!r} has {emb.shape[0]} "
+                                  "tokens and no `valid` length: it looks padded to the text encoder's context, and "
+                                  "padded text changes the actions. Fix: add it again with `imagewam-edge prompts add` "
+                                  "(which stores the valid length), or PromptCache.put(..., valid=N)")
+            return emb
+        if not isinstance(valid, int) or not 1 <= valid <= emb.shape[0]:
+            raise ConfigError(f"prompt cache {self.path}: the entry for {entry['instruction']!r} has `valid` {valid!r} "
+                              f"for {emb.shape[0]} tokens (must be 1..{emb.shape[0]}); add it again with "
+                              "`imagewam-edge prompts add`")
+        return emb[:valid]
 
-    def put(self, instruction: str, encoder: str, embedding: np.ndarray) -> None:
+    def put(self, instruction: str, encoder: str, embedding: np.ndarray, valid: int | None = None) -> None:
+        """Store an instruction's embedding [tokens, width] (or ids [tokens]); `valid` = how many leading tokens are
+        real when the array is padded (default: all of them)."""
         emb = np.ascontiguousarray(embedding)
         if emb.dtype.kind == "f":
             emb = emb.astype(np.float32)
         if emb.ndim not in (1, 2):
             raise ValueError(f"prompt entry must be [tokens, width] embeddings or [tokens] ids, got {emb.shape}")
+        valid = int(emb.shape[0]) if valid is None else int(valid)
+        if not 1 <= valid <= emb.shape[0]:
+            raise ValueError(f"prompt entry for {instruction!r}: valid length {valid} must be 1..{emb.shape[0]}")
         key = cache_key(instruction, encoder)
         self._arrays[key] = emb
-        self._index[key] = {"key": key, "instruction": instruction.strip(), "encoder": encoder, "tokens": int(emb.shape[0]),
-                            "width": int(emb.shape[1]) if emb.ndim == 2 else 0, "dtype": str(emb.dtype), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self._index[key] = {"key": key, "instruction": instruction.strip(), "encoder": encoder,
+                            "tokens": int(emb.shape[0]), "valid": valid,
+                            "width": int(emb.shape[1]) if emb.ndim == 2 else 0, "dtype": str(emb.dtype),
+                            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
     def save(self) -> Path:
         """Atomic write (temporary file + rename): an interrupted save never leaves a broken cache."""
