@@ -1,4 +1,4 @@
-# ImageWAM Edge runtime images for Jetson. Runtime only: TensorRT, pycuda, onnxruntime-gpu, pyrealsense2, pyserial,
+# ImageWAM Edge runtime images for Jetson. Runtime only: TensorRT, cuda-python, onnxruntime-gpu, pyrealsense2, pyserial,
 # numpy, pyyaml and this package; no torch. Engines are built ON the device (`imagewam-edge build`).
 #
 #   Orin (JetPack 6.x: L4T r36.4, CUDA 12.6, TensorRT 10.3, Python 3.10):
@@ -21,7 +21,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
     rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/imagewam-edge
 COPY requirements/ ./requirements/
-# onnxruntime-gpu for JetPack 6 comes from NVIDIA's Jetson AI Lab index; pycuda builds against the image's CUDA
+# onnxruntime-gpu for JetPack 6 comes from NVIDIA's Jetson AI Lab index; cuda-python is a prebuilt wheel (no build)
 RUN pip3 install --extra-index-url https://pypi.jetson-ai-lab.io/jp6/cu126 \
         -r requirements/jetson-runtime.txt -r requirements/jetson-realsense.txt
 COPY setup.py README.md ./

@@ -19,7 +19,7 @@ EXPORT = [
     "polygraphy>=0.49",
 ]
 RUNTIME_CPU = ["onnxruntime>=1.20"]
-RUNTIME_JETSON = ["onnxruntime-gpu>=1.20", "pycuda>=2024.1", "cuda-python>=12.6"]  # TensorRT comes from JetPack
+RUNTIME_JETSON = ["onnxruntime-gpu>=1.20", "cuda-python>=12.6"]  # TensorRT comes from JetPack
 REALSENSE = ["pyrealsense2>=2.55"]
 ARMS = ["pyserial>=3.5", "dynamixel-sdk>=3.7.31", "feetech-servo-sdk>=1.0"]
 CALIB = ["opencv-python-headless>=4.8,<5", "matplotlib>=3.7"]  # 5.0 lacks cv2.calibrateHandEye; matplotlib writes the PDF board

@@ -143,15 +143,37 @@ def register_device(sub) -> None:
     p.add_argument("--out", required=True, help="TensorRT engines directory to create")
     p.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace (default 4 GiB)")
     p.add_argument("--timing-cache", help="timing cache file (default OUT/../timing.cache; reused across builds)")
-    p.add_argument("--fp16", action="store_true", help="for FP32 ONNX: let TensorRT pick FP16 kernels (weak typing)")
+    p.add_argument("--fp16", action="store_true",
+                   help="REFUSED now: builds are strongly typed (TensorRT 11 removes BuilderFlag.FP16 and weak typing), "
+                   "so precision comes from the ONNX types; export the layers left unquantized in FP16/BF16 instead "
+                   "(e.g. imagewam-edge quantize --onnx engines/fp32 --precision int8 --method modelopt "
+                   "--high-precision fp16 --out engines/int8) and build without --fp16")
     p.add_argument("--json", action="store_true")
 
-    p = command(sub, "verify", "Compare TensorRT engines with onnxruntime on the same observations (per component "
-                "and whole control step); exit code 3 when they disagree beyond the precision's limits.",
-                "imagewam-edge verify --engines engines/int8-trt --observations recordings/day1", _verify)
-    p.add_argument("--engines", required=True, help="TensorRT engines directory from `build`")
+    p = command(sub, "verify", "Compare engines with a reference on the same observations and noise (per component "
+                "and whole control step; normalised and post-processed actions, worst joint error in robot units): "
+                "TensorRT engines against onnxruntime on their ONNX (default), or TensorRT / ONNX engines against the "
+                "checkpoint on the torch backend (--reference torch); exit code 3 when they disagree beyond the "
+                "precision's limits.",
+                "imagewam-edge verify --engines engines/int8-trt --observations recordings/day1    |    "
+                "imagewam-edge verify --engines engines/int8-trt --reference torch --checkpoint release/ --device cuda",
+                _verify)
+    p.add_argument("--engines", required=True, help="TensorRT engines directory from `build` (with --reference torch "
+                   "also an ONNX engines directory from `export` / `quantize`, run on onnxruntime)")
     p.add_argument("--observations", help="recording directory (default: generated observations)")
     p.add_argument("--onnx", help="the ONNX directory the engines were built from (default: from the manifest)")
+    p.add_argument("--reference", choices=["onnxruntime", "torch"], default="onnxruntime",
+                   help="what the engines are compared with: onnxruntime on their ONNX (default), or torch: the "
+                   "checkpoint on the torch backend. Example: imagewam-edge verify --engines engines/int8-trt "
+                   "--reference torch --checkpoint release/")
+    p.add_argument("--checkpoint", help="--reference torch: the release directory the engines were exported from. "
+                   "Example: imagewam-edge verify --engines engines/fp32 --reference torch --checkpoint release/")
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N",
+                   help="--reference torch: where the torch reference runs (default cpu). Example: imagewam-edge "
+                   "verify --engines engines/int8-trt --reference torch --checkpoint release/ --device cuda")
+    p.add_argument("--max-observations", type=int, default=16, metavar="N",
+                   help="compare on at most N observations (default 16). Example: imagewam-edge verify --engines "
+                   "engines/int8-trt --max-observations 4")
     p.add_argument("--json", action="store_true")
 
 
@@ -169,14 +191,21 @@ def _build(args) -> int:
 
 
 def _verify(args) -> int:
+    from edge.errors import ConfigError
+
     from .gate import format_report
     from .verify import verify_engines
 
-    report = verify_engines(args.engines, args.observations, args.onnx)
+    if args.max_observations < 1:
+        raise ConfigError(f"--max-observations must be >= 1, got {args.max_observations}")
+    report = verify_engines(args.engines, args.observations, args.onnx, max_observations=args.max_observations,
+                            reference=args.reference, checkpoint=args.checkpoint, device=args.device)
     if args.json:
         emit_json(report)
     else:
-        print(format_report(report).replace("vs FP32", f"TensorRT vs {report['reference']}"))
+        print(format_report(report).replace(f"({report['precision']} vs FP32", f"({report['precision']} limits: "
+                                            f"{report['engines_backend']} vs {report['reference']}")
+              .replace("(FP32) ->", "(reference) ->"))
     return 0 if report["passed"] else 3
 
 

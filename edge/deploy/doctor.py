@@ -97,13 +97,36 @@ def check_gpu() -> tuple[list[Check], tuple[int, int] | None]:
     except ImportError:
         checks.append(Check("TensorRT", "fail" if cc else "warn", "TensorRT Python bindings not importable",
                             "JetPack: sudo apt install python3-libnvinfer (or use jetson.Dockerfile)"))
-    for mod, extra in (("pycuda", "jetson"), ("onnxruntime", "cpu")):
-        try:
-            m = __import__(mod)
-            checks.append(Check(mod, "ok", f"{mod} {getattr(m, 'VERSION_TEXT', getattr(m, '__version__', ''))}"))
-        except ImportError:
-            checks.append(Check(mod, "warn", f"{mod} not installed", f"pip install 'imagewam-edge[{extra}]'"))
+    checks.append(check_cuda_python())
+    try:
+        import onnxruntime
+
+        checks.append(Check("onnxruntime", "ok", f"onnxruntime {onnxruntime.__version__}"))
+    except ImportError:
+        checks.append(Check("onnxruntime", "warn", "onnxruntime not installed", "pip install 'imagewam-edge[cpu]'"))
     return checks, cc
+
+
+def check_cuda_python() -> Check:
+    """cuda-python (`cuda.bindings`; `cuda.cudart` before 12.8): the TensorRT backend's CUDA calls go through it."""
+    try:
+        from cuda import bindings
+
+        version = getattr(bindings, "__version__", "")
+    except ImportError:
+        try:
+            from cuda import cudart  # noqa: F401  (cuda-python < 12.8)
+        except ImportError as exc:
+            return Check("cuda-python", "warn", f"cuda-python not importable ({exc})",
+                         "the TensorRT backend needs it: pip install 'imagewam-edge[jetson]' (or `pip install "
+                         "cuda-python` matching this device's CUDA major version)")
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
+        try:
+            version = dist_version("cuda-python")
+        except PackageNotFoundError:
+            version = ""
+    return Check("cuda-python", "ok", f"cuda-python (cuda.bindings) {version}".rstrip())
 
 
 def check_memory() -> list[Check]:

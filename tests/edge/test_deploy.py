@@ -141,3 +141,24 @@ def test_doctor_on_this_machine_reports_no_gpu_and_no_camera(capsys):
     if checks["cameras"]["status"] == "warn":
         assert "no RealSense camera" in checks["cameras"]["detail"] or "not importable" in checks["cameras"]["detail"]
     assert report["summary"]["ok"] >= 1
+
+
+def test_doctor_checks_cuda_python_not_pycuda(capsys, monkeypatch):
+    """The TensorRT backend's CUDA calls go through cuda-python (`cuda.bindings`); pycuda is gone."""
+    import sys
+    import types
+
+    main(["doctor", "--json"])
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    assert "pycuda" not in checks and "cuda-python" in checks
+    if checks["cuda-python"]["status"] == "warn":
+        assert "imagewam-edge[jetson]" in checks["cuda-python"]["fix"]
+    from edge.deploy.doctor import check_cuda_python
+
+    cuda, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
+    bindings.__version__ = "13.3.1"
+    cuda.bindings = bindings
+    monkeypatch.setitem(sys.modules, "cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", bindings)
+    check = check_cuda_python()
+    assert check.status == "ok" and "13.3.1" in check.detail

@@ -93,18 +93,19 @@ def test_build_without_tensorrt_says_where_it_runs(demo_engines, tmp_path, capsy
 
 
 def _gpu_available() -> bool:
+    """TensorRT importable and a GPU that cuda-python (the TensorRT backend's CUDA layer) can see."""
     try:
-        import pycuda.driver as cuda
         import tensorrt  # noqa: F401
+        from cuda.bindings import runtime as cudart
 
-        cuda.init()
-        return cuda.Device.count() > 0
+        err, count = cudart.cudaGetDeviceCount()
+        return int(err) == 0 and count > 0
     except Exception:
         return False
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _gpu_available(), reason="needs an NVIDIA GPU with TensorRT 10 and pycuda")
+@pytest.mark.skipif(not _gpu_available(), reason="needs an NVIDIA GPU with TensorRT 10+ and cuda-python")
 def test_tensorrt_build_and_verify_on_device(demo_engines, tmp_path):
     from quantize.build import build_engines
     from quantize.verify import verify_engines
@@ -112,3 +113,12 @@ def test_tensorrt_build_and_verify_on_device(demo_engines, tmp_path):
     build_engines(demo_engines, tmp_path / "trt")
     report = verify_engines(tmp_path / "trt", onnx_dir=demo_engines, max_observations=4)
     assert report["passed"], report["checks"]
+
+
+def test_build_fp16_help_says_it_is_refused(capsys):
+    from edge.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--fp16 REFUSED now: builds are strongly typed (TensorRT 11" in out and "--high-precision fp16" in out
