@@ -1,0 +1,11 @@
+"""The policy served by Triton Inference Server, the control loop on the robot.
+
+- protocol.py: the named tensors both sides agree on (numpy only; no Triton import),
+- handler.py: the server side of one request (decode -> `policy.infer` -> encode), shared by the two deployments,
+- server.py: the PyTriton binding (`imagewam-edge serve`: Triton's own server binary, shipped in `nvidia-pytriton`,
+  in front of our policy; numpy < 2, so it runs in its own environment, see env.py),
+- model_repo.py: a model repository for a stock Triton container (Python backend, our engines),
+- client.py: `RemotePolicy`, the robot side (`policy.backend: remote`; tritonclient gRPC, a deadline per request,
+  reconnects when the server returns),
+- env.py: the serving environment (created on request, never by the main install),
+- commands.py: the `serve` subcommand."""
