@@ -63,15 +63,16 @@ def _default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def add_torch_device_args(p: argparse.ArgumentParser, example: str, default: str | None = "cpu") -> None:
+def add_torch_device_args(p: argparse.ArgumentParser, example: str, default: str | None = "cpu",
+                          note: str = "") -> None:
     """--device and --compile for the torch backend (passed to quantize.torch_backend.load_torch_policy)."""
     p.add_argument("--device", default=default, metavar="cpu|cuda|cuda:N",
                    help="torch backend: where the control step runs (default: " + (default or "the config's") + "); "
-                   "cuda keeps the K/V on the GPU with CUDA graphs over the prefill and the denoise loop. "
-                   f"Example: {example} --device cuda")
+                   "cuda keeps the K/V on the GPU with CUDA graphs over the prefill and the denoise loop" + note +
+                   f". Example: {example} --device cuda")
     p.add_argument("--compile", action="store_true",
                    help="torch backend: torch.compile inside the CUDA graphs (fuses small kernels; minutes of "
-                   f"compilation on the first control step per shape). Example: {example} --device cuda --compile")
+                   f"compilation on the first control step per shape){note}. Example: {example} --device cuda --compile")
 
 
 def torch_device_options(args, backend: str) -> dict:

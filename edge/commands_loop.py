@@ -26,8 +26,9 @@ def register(sub) -> None:
                    "(the format `quantize --calibration` reads)")
     p.add_argument("--instruction", help="override the config's instruction (must be in the prompt cache)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    add_torch_device_args(p, "imagewam-edge run --config robot.yaml  (policy.backend: torch, or policy.fallback: "
-                          "torch; overrides policy.device / policy.compile)", default=None)
+    add_torch_device_args(p, "imagewam-edge run --config robot.yaml", default=None,
+                          note=" (for a config with policy.backend: torch or policy.fallback: torch; overrides "
+                          "policy.device / policy.compile)")
 
     b = command(sub, "bench", "Measure latency: per stage (warm-up, p50/p90/p99, jitter, peak memory, system facts), "
                 "against the official reference path (--compare reference), or a roofline model (--model-only).",
