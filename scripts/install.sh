@@ -18,6 +18,9 @@ if ! $V -c "import torch" 2>/dev/null; then
 fi
 echo "== installing imagewam-edge with all workstation extras"
 $V -m pip install -q -e ".[all]"
+echo "== LeRobot v3 dataset interop (lerobot without its own pins, which would replace torch and numpy)"
+$V -m pip freeze | grep -v -e '^-e ' -e ' @ ' -e '^fsspec==' > .venv/pins.txt   # keep every installed version
+$V -m pip install -q -c .venv/pins.txt -e ".[lerobot]" && $V -m pip install -q --no-deps "lerobot==0.4.4"
 if [ "${1:-}" != "--no-run" ]; then
   echo "== the embedded default: simulated camera and arm controller, tiny demo model on onnxruntime (CPU)"
   .venv/bin/imagewam-edge run --seconds 20
