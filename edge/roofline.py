@@ -21,7 +21,7 @@ tensors). Counting rules:
 Not counted: kernel launches, synchronisation, imperfect fusion. Measured against this model on an NVIDIA H200
 (scripts/gpu_control_step.py: real-size FLUX.2-4B, torch BF16, K/V resident, CUDA graphs; ceilings set to the GPU's
 measured matmul rate and copy bandwidth; README "The control step on a GPU"): MEASURED_EFFICIENCY below, i.e. the
-real step took 2-12x the bound per component; read the roofline as a floor, and divide by these for an estimate.
+real step took 2-12x the bound per component (4-12x with graphs alone); read the roofline as a floor, and divide by these for an estimate.
 The video-WAM baseline (FastWAM-like) runs the same backbone over the current frame plus F future latent frames for
 K denoising passes, then the same action loop over that longer cache."""
 from __future__ import annotations
@@ -33,9 +33,9 @@ from .model_configs import (FLUX2_PRESETS, FLUX2_VAE, OVIS_U1_LLM, OVIS_U1_VAE, 
                             ImagePreprocess, VisualTokenizerConfig, YakConfig, YakExpertConfig, flux2_expert)
 
 HORIZON, STEPS, ACTION_DIM, STATE_DIM = 16, 10, 7, 8
-# roofline ms / measured ms per component, FLUX.2-4B BF16 on an H200 (docs/measurements/gpu_control_step_h200_run2.json)
+# roofline ms / measured ms per component, FLUX.2-4B BF16 on an H200 (docs/measurements/gpu_control_step_h200_run3.json)
 MEASURED_ON = "H200, torch 2.11 BF16, CUDA graphs / + torch.compile"
-MEASURED_EFFICIENCY = {"vision_encoder": (0.09, 0.09), "prefill": (0.29, 0.50), "denoise_step": (0.08, 0.24)}
+MEASURED_EFFICIENCY = {"vision_encoder": (0.12, 0.24), "prefill": (0.29, 0.50), "denoise_step": (0.08, 0.23)}
 CANVAS_HW = (224, 448)  # LIBERO canvas
 DEFAULT_TEXT_TOKENS = 44  # the prompt template + a short instruction in the Qwen3 chat template (est.)
 PADDED_TEXT = 512
