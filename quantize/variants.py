@@ -51,9 +51,9 @@ def detect_variant(checkpoint: str | Path) -> str:
             return "flux2"
         if str((cfg.get("model") or {}).get("stack", "")) == "ovis_u1":
             return "ovis-u1"
-    from .model.checkpoint import load_state
+    from edge.checkpoint_keys import state_shapes
 
-    keys = load_state(directory / "model.pt")["mot"].keys()
+    keys = state_shapes(directory / "model.pt").keys()  # the pickle only: no tensor is read here
     if any(k.startswith("mixtures.video.transformer.double_stream_modulation_img") for k in keys):
         return "flux2"
     if any(k.startswith("mixtures.video.transformer.txt_in.individual_token_refiner.") for k in keys):
