@@ -76,6 +76,10 @@ class PortClosedError(ArmLinkError):
     """The serial port itself failed (adapter unplugged, device gone): not transient, a fault in the loop."""
 
 
+class NotConnectedError(ArmLinkError):
+    """The link is not connected (lifecycle: connect() first; reading needs a connected link)."""
+
+
 class ControllerError(ArmError):
     """The controller answered with an error (framed protocol error frame, servo hardware error bit)."""
 
@@ -90,6 +94,11 @@ class EStopError(SafetyError):
 
 class WatchdogTrippedError(SafetyError):
     """The controller-side watchdog stopped the arm because the host went silent."""
+
+
+class NotActiveError(SafetyError):
+    """A command was refused because the link is not active: torque is off as far as this host knows (lifecycle:
+    torque(True) makes a connected link active; torque off, an e-stop or a disconnect ends it)."""
 
 
 class OutOfRangeError(SafetyError):

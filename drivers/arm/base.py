@@ -1,5 +1,6 @@
-"""Arm link interface: `connect / read_state / read_within / write(q) -> q_sent / torque(on) / disconnect`, context
-manager.
+"""One arm controller on one serial port: the `ArmLink` interface (drivers.arm.link: `connect / read_state /
+read_within / write(q) -> q_sent / torque(on) / disconnect`, context manager, the enforced lifecycle
+disconnected -> connected (reading) -> active (torque on: commands)) over a wire protocol.
 
 Subclasses only move raw integers over the wire (`_open`, `_close`, `_ping`, `_read_raw(budget_s)`, `_write_raw`,
 `_torque_ids(on) -> {id: confirmed}`, optionally `_watchdog(ms)`); this base converts units through the
@@ -19,10 +20,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from drivers.arm.health import BusHealth
+from drivers.arm.link import ArmLink, ArmState, LinkState
 from drivers.arm.mapping import JointMapping
+from drivers.arm.multi import MultiArm  # noqa: F401  (re-exported: every link kind from one module)
 from drivers.arm.safety import EStopLatch, SafetyLimits, beyond_limits, check_finite, clip_command
-from drivers.errors import (ArmError, ArmLinkError, ConfigError, OutOfRangeError, ProtocolError,
-                            ReplyError)
+from drivers.errors import ArmError, ArmLinkError, ConfigError, OutOfRangeError, ProtocolError, ReplyError
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +70,6 @@ class LinkConfig:
         return cls(**d)
 
 
-@dataclass(frozen=True)
-class ArmState:
-    q: np.ndarray  # joint units (rad, gripper 0..1), in mapping order
-    raw: np.ndarray  # raw controller units
-    timestamp: float  # time.monotonic() after the reply arrived
-
-
 def set_low_latency(port: str) -> bool:
     """FTDI adapters buffer 16 ms by default; set the latency timer to 1 ms through sysfs when possible."""
     dev = os.path.basename(os.path.realpath(port))
@@ -99,8 +94,9 @@ RETRY_SPLIT_S = 0.002  # read_within gives a first attempt half the time left wh
 CLIP_LOG_EVERY_S = 1.0  # clipping is logged at WARNING at most this often per link (with the count since)
 
 
-class ArmLink:
-    """Base class; see module docstring. Not thread-safe: one control thread owns a link."""
+class SerialLink(ArmLink):
+    """Base class of the single-port links; see the module docstring. Not thread-safe: one control thread owns a
+    link."""
 
     protocol = "base"
 
@@ -125,7 +121,7 @@ class ArmLink:
         self._last_write_t: Optional[float] = None
         self._clip_logged_t = -1e9
         self._clip_unlogged = 0
-        self._connected = False
+        self._lifecycle = LinkState.DISCONNECTED
         self._broken = False
 
     @classmethod
@@ -146,19 +142,20 @@ class ArmLink:
         """Arm (ms > 0) or clear (0) a controller-side watchdog; None: this protocol has none."""
         return None
 
-    @property
-    def watchdog_ms(self) -> int:
-        return 0
-
     # --- lifecycle --------------------------------------------------------------------------------------------
     @property
-    def is_connected(self) -> bool:
-        return self._connected
+    def state(self) -> LinkState:
+        return self._lifecycle
 
-    def connect(self, check_ids: bool = True) -> "ArmLink":
-        """Open the port, ping every id and read the state. A controller that does not answer yet (powering up,
-        a simulator process still starting) is retried for `connect_timeout_s`; a missing port is not."""
-        if self._connected:
+    @property
+    def name(self) -> str:
+        return f"{self.protocol} link on {self.config.port}"
+
+    def connect(self, check_ids: bool = True) -> "SerialLink":
+        """Open the port, ping every id and read the state: the link is then connected (reading allowed; commands
+        wait for torque(True)). A controller that does not answer yet (powering up, a simulator process still
+        starting) is retried for `connect_timeout_s`; a missing port is not."""
+        if self.is_connected:
             return self
         if self.config.low_latency:
             set_low_latency(self.config.port)
@@ -183,7 +180,7 @@ class ArmLink:
 
     def _connect_once(self, check_ids: bool) -> None:
         self._open()
-        self._connected, self._broken = True, False
+        self._lifecycle, self._broken = LinkState.CONNECTED, False
         if check_ids:
             missing = [i for i in self.config.ids if self._ping(i) is None]
             if missing:
@@ -200,32 +197,24 @@ class ArmLink:
 
     def disconnect(self, torque_off: Optional[bool] = None) -> None:
         """Torque off (by default; every id attempted, the port reopened once if it had failed) and close; never
-        raises for a link that is already gone."""
-        if not self._connected:
+        raises for a link that is already gone. The link is then disconnected."""
+        if not self.is_connected:
             return
         torque_off = self.config.torque_off_on_disconnect if torque_off is None else torque_off
         try:
             if torque_off:
                 self.set_torque_all(False)
         finally:
-            self._connected = False
+            self._lifecycle = LinkState.DISCONNECTED
             try:
                 self._close()
             except Exception as exc:
                 log.warning("%s link on %s: close failed: %s", self.protocol, self.config.port, exc)
 
-    def __enter__(self) -> "ArmLink":
-        return self.connect()
-
-    def __exit__(self, *exc) -> None:
-        self.disconnect()
-
     def _guard(self, fn, *args):
         """Run a wire operation: reopen first after a port failure, attach last state/command to faults. A reply
         failure (ReplyError) leaves the port open: the next transaction may well succeed."""
-        if not self._connected:
-            raise ArmLinkError(f"{self.protocol} link on {self.config.port} is not connected; call connect() first",
-                               last_state=self.last_state, last_command=self.last_command)
+        self.require_connected("talking to the controller")
         if self._broken:
             try:
                 self._close()
@@ -306,19 +295,13 @@ class ArmLink:
         stretched by a busy host says nothing about the bus, and would stop the retries that ride through it."""
         return float(np.median(self._read_times)) if self._read_times else 0.0
 
-    def write(self, q: Sequence[float], dt: Optional[float] = None, reply_budget_s: Optional[float] = None
-              ) -> np.ndarray:
-        """Send a joint command; returns the command actually sent (clipped, quantised to raw units).
-        `dt`: seconds since the previous command, for the velocity limit (default: measured). Protocols whose
-        command is answered with the state (framed) wait `reply_budget_s` (default config.timeout_s) for it and
-        update `last_state`; a lost answer is counted in `health`, never a failed write."""
-        return self.send_checked(self.check_command(q), dt, time.monotonic(), reply_budget_s)
-
     def check_command(self, q: Sequence[float]) -> np.ndarray:
-        """The checks before anything moves: e-stop latch, finite values, and the range check: a command beyond
-        the position limits by more than `limits.range_margin` raises OutOfRangeError when
-        `limits.on_out_of_range` is "fault" (otherwise it is clipped and counted at the write)."""
+        """The checks before anything moves: e-stop latch, the lifecycle (active: NotActiveError otherwise), finite
+        values, and the range check: a command beyond the position limits by more than `limits.range_margin` raises
+        OutOfRangeError when `limits.on_out_of_range` is "fault" (otherwise it is clipped and counted at the
+        write)."""
         self.estop_latch.check()
+        self.require_active("a joint command")
         q = check_finite(q, "command")
         if q.shape != (self.limits.n,):
             raise ConfigError(f"{self.protocol} link on {self.config.port}: command has shape {q.shape}, expected "
@@ -335,7 +318,10 @@ class ArmLink:
 
     def send_checked(self, q: np.ndarray, dt: Optional[float], now: float, reply_budget_s: Optional[float] = None
                      ) -> np.ndarray:
-        """Clip and send a command that passed `check_command`."""
+        """Clip and send a command that passed `check_command` (the link must still be active). Protocols whose
+        command is answered with the state (framed) wait `reply_budget_s` (default config.timeout_s) for it and
+        update `last_state`; a lost answer is counted in `health`, never a failed write."""
+        self.require_active("a joint command")
         if dt is None and self._last_write_t is not None:
             dt = max(now - self._last_write_t, 1e-3)
         present = self.last_state.q if self.last_state is not None else None
@@ -370,8 +356,12 @@ class ArmLink:
 
     def torque(self, on: bool) -> dict:
         """Switch torque on or off on every servo; {id: state}. Raises ArmLinkError naming the ids that did not
-        confirm (the others keep the new state: the caller decides what a partial result means)."""
+        confirm (the others keep the new state: the caller decides what a partial result means). Lifecycle: torque
+        on confirmed by every servo makes the link active; torque off (tried, confirmed or not) makes it connected; a
+        torque on that failed changes nothing (it switched nothing off: a link that was active stays active)."""
         self.torque_report = {}
+        if not on and self._lifecycle is LinkState.ACTIVE:
+            self._lifecycle = LinkState.CONNECTED  # before the wire: a stop is never undone by a lost reply
         if on:
             self.estop_latch.check()
             self.hold_present()  # the goal := the present position first: enabling torque moves nothing
@@ -382,6 +372,8 @@ class ArmLink:
             raise ArmLinkError(f"{self.protocol} link on {self.config.port}: torque {'on' if on else 'off'} not "
                                f"confirmed by id(s) {failed} of {list(self.config.ids)}. Check power and wiring.",
                                last_state=self.last_state, last_command=self.last_command)
+        if on:
+            self._lifecycle = LinkState.ACTIVE
         return self.torque_report
 
     def set_torque_all(self, on: bool) -> dict:
@@ -405,7 +397,8 @@ class ArmLink:
         return self._guard(self._watchdog, int(ms))
 
     def estop(self, reason: str = "estop() called") -> None:
-        """Latch the e-stop and switch torque off (best effort: the latch holds even if the link is down)."""
+        """Latch the e-stop and switch torque off (best effort: the latch holds even if the link is down); the link
+        is no longer active."""
         self.estop_latch.trip(reason)
         self.set_torque_all(False)
 
@@ -421,71 +414,3 @@ def _torque_report(confirmed: dict, on: bool) -> dict:
     state = "on" if on else "off"
     return {i: (state if ok else f"unconfirmed ({state} not read back)") for i, ok in confirmed.items()}
 
-
-class MultiArm:
-    """Several links stepped together (e.g. a dual-arm robot): one joint vector, concatenated in link order."""
-
-    def __init__(self, links: Sequence[ArmLink]):
-        if not links:
-            raise ConfigError("MultiArm needs at least one link")
-        self.links = list(links)
-        self.sizes = [l.mapping.n for l in self.links]
-
-    def connect(self) -> "MultiArm":
-        done = []
-        try:
-            for link in self.links:
-                link.connect()
-                done.append(link)
-        except BaseException:
-            for link in reversed(done):
-                link.disconnect()
-            raise
-        return self
-
-    def disconnect(self) -> None:
-        errors = []
-        for link in self.links:
-            try:
-                link.disconnect()
-            except Exception as exc:  # every link gets its chance to switch torque off
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-    def __enter__(self) -> "MultiArm":
-        return self.connect()
-
-    def __exit__(self, *exc) -> None:
-        self.disconnect()
-
-    def read_state(self) -> np.ndarray:
-        return np.concatenate([l.read_state().q for l in self.links])
-
-    def write(self, q: Sequence[float], dt: Optional[float] = None, reply_budget_s: Optional[float] = None
-              ) -> np.ndarray:
-        q = np.asarray(q, dtype=np.float64)
-        if q.shape != (sum(self.sizes),):
-            raise ConfigError(f"MultiArm.write expects {sum(self.sizes)} values ({self.sizes} per link), got {q.shape}")
-        parts = [link.check_command(part)  # every link checks (e-stop, NaN, range) before any link moves
-                 for link, part in zip(self.links, np.split(q, np.cumsum(self.sizes)[:-1]))]
-        now = time.monotonic()
-        # a failure part-way raises; the caller's safe stop applies the configured torque to every link
-        sent = [link.send_checked(part, dt, now, reply_budget_s) for link, part in zip(self.links, parts)]
-        return np.concatenate(sent)
-
-    def torque(self, on: bool) -> dict:
-        """Every link attempted; raises the first failure after all were tried. {port: {id: state}}."""
-        errors, out = [], {}
-        for link in self.links:
-            try:
-                out[link.config.port] = link.torque(on)
-            except ArmError as exc:
-                out[link.config.port] = link.torque_report
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-        return out
-
-    def set_torque_all(self, on: bool) -> dict:
-        return {link.config.port: link.set_torque_all(on) for link in self.links}

@@ -2,7 +2,7 @@
 
 Packets: FF FF id len instr params ~sum; goal position 42 (2 B), present position 56 (2 B, bit 15 = sign),
 torque enable 40. Goal positions go out in one Sync Write, present positions come back with Sync Read, torque
-goes to every id in one Sync Write, read back per id (drivers.arm.servo_bus).
+goes to every id in one Sync Write, read back per id (the shared wire work: drivers.arm.servo_bus).
 
 No host watchdog: the STS control table has no bus/communication watchdog (its protections are over-load,
 over-temperature, voltage and angle limits), so a servo keeps its last goal with torque on when the host dies.
@@ -13,20 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drivers.arm.base import LinkConfig
-from drivers.arm.servo_bus import ServoBusLink
-from drivers.errors import MissingDependencyError
+from drivers.arm.servo_bus import Register, ServoBus, ServoBusLink, SignMagnitude
 
-ADDR_TORQUE_ENABLE = 40
-ADDR_GOAL_POSITION = 42
-ADDR_PRESENT_POSITION = 56
+# STS control table
+TORQUE_ENABLE = Register(40, 1)
+GOAL_POSITION = Register(42, 2)
+PRESENT_POSITION = Register(56, 2)
 
-
-def import_sdk():
-    try:
-        import scservo_sdk
-    except ImportError as exc:
-        raise MissingDependencyError(f"feetech-servo-sdk is not installed ({exc}); pip install 'imagewam-edge[arms]'") from exc
-    return scservo_sdk
+BUS = ServoBus("feetech", sdk_module="scservo_sdk", sdk_package="feetech-servo-sdk",
+               packet_protocol=0,  # STS: little-endian words
+               torque=TORQUE_ENABLE, goal=GOAL_POSITION, present=PRESENT_POSITION,
+               position=SignMagnitude(15),
+               hint="Check power (STS needs 7.4-12 V), cable, ids and baud rate")
 
 
 @dataclass(frozen=True)
@@ -34,29 +32,6 @@ class FeetechConfig(LinkConfig):
     pass
 
 
-def _from_sign_magnitude(v: int, bit: int = 15) -> int:
-    return -(v & ~(1 << bit)) if v & (1 << bit) else v
-
-
-def _to_sign_magnitude(v: int, bit: int = 15) -> int:
-    return (-v) | (1 << bit) if v < 0 else v
-
-
 class FeetechLink(ServoBusLink):
-    protocol = "feetech"
-    hint = "Check power (STS needs 7.4-12 V), cable, ids and baud rate"
-    ADDR_TORQUE, ADDR_GOAL, GOAL_SIZE = ADDR_TORQUE_ENABLE, ADDR_GOAL_POSITION, 2
-    ADDR_PRESENT, PRESENT_SIZE = ADDR_PRESENT_POSITION, 2
-
-    def _import_sdk(self):
-        return import_sdk()
-
-    def _packet_handler(self, sdk):
-        return sdk.PacketHandler(0)  # STS: little-endian words
-
-    def _decode_present(self, v: int) -> int:
-        return _from_sign_magnitude(v)
-
-    def _encode_goal(self, v: int) -> list:
-        sm = _to_sign_magnitude(int(v))
-        return [sm & 0xFF, (sm >> 8) & 0xFF]
+    BUS = BUS
+    CONFIG = FeetechConfig

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from drivers.arm.base import ArmLink, LinkConfig
+from drivers.arm.base import LinkConfig, SerialLink
 from drivers.arm.mapping import JointMapping
 from drivers.arm.safety import SafetyLimits
 from drivers.errors import (ArmLinkError, ConfigError, ControllerError, EStopError, MissingDependencyError,
@@ -155,7 +155,7 @@ class FramedConfig(LinkConfig):
             raise ConfigError(f"FramedConfig.watchdog_ms must be an integer 0..60000, got {self.watchdog_ms!r}")
 
 
-class FramedLink(ArmLink):
+class FramedLink(SerialLink):
     """Host side of the framed protocol. Positions are int32 controller units (microradians recommended: use
     `JointMapping.default(ids, units_per_rad=1e6, offset=0, raw_min=-2**31, raw_max=2**31-1)`)."""
 
@@ -305,7 +305,7 @@ class FramedLink(ArmLink):
             raise ProtocolError(f"framed controller on {self.config.port} sent {raw.size} joints, expected {self.mapping.n}")
         return raw
 
-    # --- ArmLink hooks ----------------------------------------------------------------------------------------
+    # --- SerialLink hooks ------------------------------------------------------------------------------------
     def _ping(self, id_: int) -> Optional[int]:
         return 0 if id_ in self.info.get("ids", []) else None
 
@@ -338,7 +338,9 @@ class FramedLink(ArmLink):
         return self.status
 
     def estop(self, reason: str = "estop() called") -> None:
-        """Latch the e-stop here AND on the controller (which cuts torque and latches too)."""
+        """Latch the e-stop here AND on the controller (which cuts torque and latches too). The link stays active
+        on this host: the controller owns its latch and refuses every command itself (EStopError, then "torque is
+        off" once cleared) until clear_estop() and torque(True)."""
         self.estop_latch.trip(reason)
         try:
             self._guard(self._control, ESTOP)

@@ -1,6 +1,9 @@
-"""Servo buses driven through a vendor SDK (Dynamixel Protocol 2.0 via `dynamixel-sdk`, Feetech STS via
-`feetech-servo-sdk`): the two SDKs share one API, so one class does the wire work and the protocol modules only
-give addresses, sizes and value encodings.
+"""The serial-bus base for servos driven through a vendor SDK (Dynamixel Protocol 2.0 via `dynamixel-sdk`,
+Feetech STS via `feetech-servo-sdk`), as LeRobot's MotorsBus: the two SDKs share one API (PortHandler,
+PacketHandler, GroupSyncRead/Write, read1ByteTxRx, COMM_* codes), so `ServoBusLink` does all the wire work and a
+vendor module is a `ServoBus` record: SDK module and pip name, packet protocol, the control-table registers
+(torque, goal, present, optional bus watchdog) and the position encoding; a vendor class adds only what the other
+vendor lacks (Dynamixel: Bulk Read, the bus watchdog).
 
 - Goal positions: one Sync Write (no reply: it leaves on its deadline whatever happens to reads).
 - Present positions: one Sync Read per transaction, its reply wait bounded by the budget the caller gives
@@ -10,40 +13,107 @@ give addresses, sizes and value encodings.
 - A port that fails (adapter unplugged, pty gone) raises `PortClosedError`; the next call reopens it."""
 from __future__ import annotations
 
+import importlib
 import logging
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
-from drivers.arm.base import ArmLink, LinkConfig
+from drivers.arm.base import LinkConfig, SerialLink
 from drivers.arm.sdk_port import budgeted_port
-from drivers.errors import ArmLinkError, PortClosedError, ReplyCorruptError, ReplyLostError
+from drivers.errors import (ArmLinkError, ConfigError, MissingDependencyError, PortClosedError, ReplyCorruptError,
+                            ReplyLostError)
 
 log = logging.getLogger(__name__)
 
 TORQUE_ROUNDS = 3  # sync write + read back, repeated for the ids that did not confirm
 
 
-class ServoBusLink(ArmLink):
-    """Subclasses set: protocol, hint, ADDR_TORQUE, ADDR_GOAL, GOAL_SIZE, ADDR_PRESENT, PRESENT_SIZE and implement
-    `_import_sdk`, `_packet_handler(sdk)`, `_decode_present(int) -> int`, `_encode_goal(int) -> list[int]`."""
+@dataclass(frozen=True)
+class Register:
+    """One control-table entry: address and size in bytes (little-endian on both vendors' buses)."""
 
-    hint = "Check power, cable, ids and baud rate"
-    ADDR_TORQUE = ADDR_GOAL = GOAL_SIZE = ADDR_PRESENT = PRESENT_SIZE = 0
+    addr: int
+    size: int
+
+
+@dataclass(frozen=True)
+class ServoBus:
+    """What one vendor's servo bus is: everything `ServoBusLink` needs to know about it."""
+
+    protocol: str  # "dynamixel", "feetech": also the simulator's and the CLI's name
+    sdk_module: str  # the vendor SDK's Python module
+    sdk_package: str  # its pip name (for the install hint)
+    packet_protocol: float  # PacketHandler(...) argument: Dynamixel protocol 2.0; Feetech byte order (0 = little)
+    torque: Register
+    goal: Register
+    present: Register
+    position: "TwosComplement | SignMagnitude"  # how a signed position is stored in the goal/present registers
+    hint: str = "Check power, cable, ids and baud rate"
+
+    def import_sdk(self):
+        """The SDK module, or MissingDependencyError with the pip command."""
+        try:
+            return importlib.import_module(self.sdk_module)
+        except ImportError as exc:
+            raise MissingDependencyError(f"{self.sdk_package} is not installed ({exc}); pip install "
+                                         "'imagewam-edge[arms]'") from exc
+
+    def goal_bytes(self, raw: int) -> list:
+        """The goal register's bytes for a signed raw position."""
+        return list(self.position.encode(int(raw)).to_bytes(self.goal.size, "little"))
+
+
+@dataclass(frozen=True)
+class TwosComplement:
+    """A signed position stored in `bits` bits as two's complement (Dynamixel)."""
+
+    bits: int
+
+    def decode(self, v: int) -> int:
+        return v - (1 << self.bits) if v & (1 << (self.bits - 1)) else v
+
+    def encode(self, v: int) -> int:
+        return v & ((1 << self.bits) - 1)
+
+
+@dataclass(frozen=True)
+class SignMagnitude:
+    """A signed position whose sign is bit `sign_bit` and magnitude the bits below (Feetech STS)."""
+
+    sign_bit: int
+
+    def decode(self, v: int) -> int:
+        return -(v & ~(1 << self.sign_bit)) if v & (1 << self.sign_bit) else v
+
+    def encode(self, v: int) -> int:
+        return (-v) | (1 << self.sign_bit) if v < 0 else v
+
+
+class ServoBusLink(SerialLink):
+    """One vendor servo bus through its SDK. Vendor classes set `BUS` (a `ServoBus`) and `CONFIG` (their config
+    class); optional: `_make_reader` (another read instruction), `_watchdog` (a bus watchdog)."""
+
+    BUS: ServoBus
+    CONFIG = LinkConfig
 
     def __init__(self, config: LinkConfig, mapping=None, limits=None):
+        if not isinstance(config, self.CONFIG):
+            raise ConfigError(f"{type(self).__name__} needs a {self.CONFIG.__name__}, got {type(config).__name__}")
         super().__init__(config, mapping, limits)
         self._sdk = None
         self._port = self._ph = self._reader = self._writer = None
 
-    # --- protocol specifics -----------------------------------------------------------------------------------
-    def _import_sdk(self): raise NotImplementedError
-    def _packet_handler(self, sdk): raise NotImplementedError
-    def _decode_present(self, v: int) -> int: raise NotImplementedError
-    def _encode_goal(self, v: int) -> list: raise NotImplementedError
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "BUS" in cls.__dict__:
+            cls.protocol = cls.BUS.protocol
 
     def _make_reader(self, sdk, port, ph):
-        reader = sdk.GroupSyncRead(port, ph, self.ADDR_PRESENT, self.PRESENT_SIZE)
+        """Present positions of every id in one Sync Read."""
+        reg = self.BUS.present
+        reader = sdk.GroupSyncRead(port, ph, reg.addr, reg.size)
         for i in self.config.ids:
             reader.addParam(i)
         return reader
@@ -59,7 +129,7 @@ class ServoBusLink(ArmLink):
         """A transient reply failure, classified from the SDK's result code."""
         cls = ReplyLostError if result == self._sdk.COMM_RX_TIMEOUT else ReplyCorruptError
         return cls(f"{self.protocol} bus {self.config.port}: {what}: {self._detail(result)} (ids "
-                   f"{list(self.config.ids)}, {self.config.baudrate} baud). {self.hint}.")
+                   f"{list(self.config.ids)}, {self.config.baudrate} baud). {self.BUS.hint}.")
 
     def _port_error(self, what: str, detail: str) -> PortClosedError:
         return PortClosedError(f"{self.protocol} bus {self.config.port}: {what} failed ({detail}): the port or "
@@ -78,9 +148,9 @@ class ServoBusLink(ArmLink):
             self.health.record_late()
             self._port.stale_bytes = 0
 
-    # --- ArmLink hooks ----------------------------------------------------------------------------------------
+    # --- SerialLink hooks ------------------------------------------------------------------------------------
     def _open(self) -> None:
-        sdk = self._sdk = self._import_sdk()
+        sdk = self._sdk = self.BUS.import_sdk()
         port = budgeted_port(sdk, self.config.port, self.config.timeout_s * 1000.0)
         try:
             ok = port.openPort() and port.setBaudRate(self.config.baudrate)
@@ -90,9 +160,9 @@ class ServoBusLink(ArmLink):
                                f"`imagewam-edge arm sim --protocol {self.protocol}`) is running") from exc
         if not ok:
             raise ArmLinkError(f"{self.protocol} bus: cannot set {self.config.baudrate} baud on {self.config.port}")
-        ph = self._packet_handler(sdk)
+        ph = sdk.PacketHandler(self.BUS.packet_protocol)
         self._port, self._ph = port, ph
-        self._writer = sdk.GroupSyncWrite(port, ph, self.ADDR_GOAL, self.GOAL_SIZE)
+        self._writer = sdk.GroupSyncWrite(port, ph, self.BUS.goal.addr, self.BUS.goal.size)
         self._reader = self._make_reader(sdk, port, ph)
 
     def _close(self) -> None:
@@ -123,9 +193,9 @@ class ServoBusLink(ArmLink):
         return out
 
     def _read_raw(self, budget_s: float) -> np.ndarray:
-        vals = self._sync_read(self._reader, self.ADDR_PRESENT, self.PRESENT_SIZE, "sync read of present position",
-                               budget_s)
-        return np.array([self._decode_present(v) for v in vals], dtype=np.int64)
+        reg = self.BUS.present
+        vals = self._sync_read(self._reader, reg.addr, reg.size, "sync read of present position", budget_s)
+        return np.array([self.BUS.position.decode(v) for v in vals], dtype=np.int64)
 
     def _sync_write(self, writer, values: dict, what: str) -> None:
         writer.clearParam()
@@ -137,7 +207,7 @@ class ServoBusLink(ArmLink):
             raise self._port_error(what, self._detail(result))
 
     def _write_raw(self, raw: np.ndarray, budget_s: float) -> None:
-        self._sync_write(self._writer, {i: self._encode_goal(int(v)) for i, v in zip(self.config.ids, raw)},
+        self._sync_write(self._writer, {i: self.BUS.goal_bytes(v) for i, v in zip(self.config.ids, raw)},
                          "sync write of goal position")
 
     def hold_present(self) -> None:
@@ -167,4 +237,4 @@ class ServoBusLink(ArmLink):
         return confirmed
 
     def _torque_ids(self, on: bool) -> dict:
-        return self._set_all(self.ADDR_TORQUE, 1 if on else 0, f"torque {'on' if on else 'off'}")
+        return self._set_all(self.BUS.torque.addr, 1 if on else 0, f"torque {'on' if on else 'off'}")
