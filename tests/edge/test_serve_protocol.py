@@ -142,7 +142,7 @@ def test_no_server_fails_fast_with_the_fix():
     pytest.importorskip("tritonclient.grpc")
     from edge.serve.client import RemoteConfig, RemotePolicy
     from edge.serve.errors import RemotePolicyError
-    from serve_harness import free_ports
+    from edge.serve.launch import free_ports
 
     port = free_ports(1)[0]
     said = []

@@ -13,13 +13,13 @@ import pytest
 
 from edge.default import DEFAULT_INSTRUCTION
 
-from serve_harness import Server, serve_env_or_skip
+from serve_harness import ServerProcess, serve_env_or_skip, stock_triton
 
 
 @pytest.fixture(scope="module")
 def server(sim_engines, tmp_path_factory):
     serve_env_or_skip()
-    srv = Server(sim_engines, tmp_path_factory.mktemp("triton"), instances=2).start()
+    srv = ServerProcess(sim_engines, tmp_path_factory.mktemp("triton"), instances=2).start()
     yield srv
     srv.kill()
 
@@ -212,7 +212,7 @@ def test_model_repository_on_triton_binary_as_a_stock_container_runs_it(sim_engi
 
     repo = write_model_repository(ServeConfig(engines=str(sim_engines)), tmp_path / "repo",
                                   package_path=str(env.source_dir()))
-    srv = Server(sim_engines, tmp_path / "log", repository=repo).start()
+    srv = ServerProcess(None, tmp_path / "log", command=stock_triton(repo, tmp_path / "stock")).start()
     try:
         remote = connect(srv.url, timeout_s=5.0)
         assert remote.server["deployment"] == "model-repository"
