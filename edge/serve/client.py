@@ -182,11 +182,18 @@ class RemotePolicy:
             tries += 1
             try:
                 client = self._client or self._new_client()
-                return client.infer(protocol.MODEL, inputs, client_timeout=self.config.timeout_s), t_try, tries
+                result = client.infer(protocol.MODEL, inputs, client_timeout=self.config.timeout_s)
+                if tries > 1:
+                    log.warning("policy server %s answered again after %.1f s (%d tries)", self.config.url,
+                                time.perf_counter() - t_start, tries)
+                return result, t_try, tries
             except self._exc as exc:
                 if str(exc.status()) not in RETRY:
                     raise server_error(exc) from None
                 last = f"{exc.status()}: {exc.message()}"
+            if tries == 1:
+                log.warning("policy server %s: %s; trying again on a fresh connection (the loop holds meanwhile)",
+                            self.config.url, last)
             self.retries += 1
             if time.perf_counter() + pause > give_up:
                 break

@@ -39,19 +39,13 @@ def decode_text(a) -> str:
 
 
 def encode_json(obj) -> np.ndarray:
-    return encode_text(json.dumps(obj, default=_plain))
+    from ..cli_util import _default  # numpy arrays and scalars as plain JSON
+
+    return encode_text(json.dumps(obj, default=_default))
 
 
 def decode_json(a) -> dict:
     return json.loads(decode_text(a))
-
-
-def _plain(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def request_arrays(obs: dict, n_slots: int, noise=None, seed: int | None = None) -> dict[str, np.ndarray]:

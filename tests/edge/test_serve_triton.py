@@ -174,7 +174,7 @@ def test_run_config_remote_server_killed_holds_then_safe_stop(server, sim_engine
     cfg = from_yaml(path)
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, url=server.url),
                               fault=dataclasses.replace(cfg.fault, dump_dir=str(tmp_path / "faults"),
-                                                        inference_timeout_s=1.5))
+                                                        inference_timeout_s=3.0))
     t_kill = {}
 
     def kill():
@@ -196,8 +196,7 @@ def test_run_config_remote_server_killed_holds_then_safe_stop(server, sim_engine
     assert after.any() and hold[after].all()
     _within_limits(cmd, hold, 1)
     info = json.loads(Path(s["dump"]).with_suffix(".json").read_text())
-    assert info["torque"] == "hold"
-    server.start()  # for any test after this one
+    assert info["torque"] == "hold"  # the server stays down: the module's last use of it
 
 
 def test_model_repository_on_triton_binary_as_a_stock_container_runs_it(sim_engines, local, tmp_path):
