@@ -47,7 +47,7 @@ class RemoteConfig:
     backoff_s: tuple = (0.05, 0.5)  # pause after a failed try: first, at most (doubling)
 
     def __post_init__(self):
-        if not isinstance(self.url, str) or not re.fullmatch(r"[\w.\-\[\]:]+:\d{1,5}", self.url):
+        if not isinstance(self.url, str) or not protocol.URL.fullmatch(self.url):
             raise ConfigError(f"policy.url {self.url!r}: give host:port of the Triton gRPC endpoint, e.g. "
                               "127.0.0.1:8001 (`imagewam-edge serve` prints it)")
         for name in ("timeout_s", "connect_timeout_s", "retry_s"):

@@ -70,12 +70,13 @@ def load_policies(cfg: ServeConfig, progress: Callable[[str], None]) -> list:
         progress(f"loading policy instance {k + 1}/{cfg.instances} ({cfg.backend})")
         if cfg.backend == "torch":
             try:
-                from quantize.torch_backend import load_torch_policy
+                from quantize.variants import load_policy as load_torch
             except ImportError as exc:
                 raise MissingDependencyError(
                     f"--backend torch needs torch in the serving environment ({exc}); install it there with: "
                     "<serve env>/bin/python -m pip install torch (the path: `imagewam-edge serve --env-info`)") from exc
-            out.append(load_torch_policy(cfg.checkpoint, device=cfg.device).policy)
+            out.append(load_torch(cfg.checkpoint, prompt_cache=cfg.prompt_cache, steps=cfg.steps or 10,
+                                  device=cfg.device).policy)
         else:
             from ..engines import load_engine_policy
 

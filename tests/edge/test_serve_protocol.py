@@ -150,3 +150,26 @@ def test_no_server_fails_fast_with_the_fix():
     with pytest.raises(RemotePolicyError, match="imagewam-edge serve"):
         RemotePolicy(RemoteConfig(f"127.0.0.1:{port}", timeout_s=0.2, connect_timeout_s=0.5), said.append)
     assert time.monotonic() - t < 5.0 and said and "waiting for the policy server" in said[0]
+
+
+def test_handler_serves_the_torch_backend_like_the_policy_itself(demo_checkpoint):
+    """`serve --backend torch`: the policies the server loads, one request through the handler (no Triton) equals the
+    policy called directly; the spec handler answers policy.json (the torch policy has its text encoder: a new
+    instruction is encoded, not refused)."""
+    from edge.serve.handler import PolicyHandler, SpecHandler
+    from edge.serve.server import ServeConfig, load_policies
+
+    said = []
+    policy, = load_policies(ServeConfig(backend="torch", checkpoint=str(demo_checkpoint)), said.append)
+    assert said == ["loading policy instance 1/1 (torch)"]
+    handler = PolicyHandler(policy)
+    rng = np.random.default_rng(2)
+    obs = {"images": [rng.integers(0, 256, (s.height, s.width, 3), dtype=np.uint8) for s in policy.canvas.slots],
+           "state": rng.uniform(-0.5, 0.5, policy.spec.state_dim), "instruction": "pick up the red block"}
+    out = handler(protocol.request_arrays(obs, len(policy.canvas.slots), seed=4))
+    np.testing.assert_array_equal(out["actions"], np.asarray(policy.infer(obs, seed=4)["actions"], np.float64))
+    assert protocol.decode_json(out["info"])["server_ms"] > 0 and handler.served == 1
+    spec = SpecHandler(handler, {"backend": "torch"})
+    doc = protocol.decode_json(spec({"instruction": protocol.encode_text("pick up the red block")})["spec"])
+    assert doc["spec"] == policy.spec.to_dict() and doc["protocol"] == protocol.PROTOCOL
+    spec({"instruction": protocol.encode_text("never seen before")})
