@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tarfile
 import time
@@ -27,6 +28,7 @@ from ..errors import ConfigError
 from ..manifest import sha256_file, verify_files
 from ..prompt_cache import PromptCache
 from ..targets import check_precision_supported, get_target
+from .perms import FILE_MODE, make_readable, tar_filter
 
 log = logging.getLogger(__name__)
 FORMAT = "imagewam-bundle"
@@ -137,6 +139,7 @@ def make_bundle(config: str | Path, out: str | Path, engines: str | Path, prompt
         from ..config import from_yaml  # validates every field, resolving the rewritten relative paths
 
         from_yaml(stage / "config.yaml")
+        make_readable(stage)  # the service user reads all of it (prompts.npz was written 0600 by mkstemp)
         files = {str(p.relative_to(stage)): sha256_file(p) for p in sorted(stage.rglob("*")) if p.is_file()}
         manifest = {
             "format": FORMAT, "version": content_version(files), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -152,11 +155,12 @@ def make_bundle(config: str | Path, out: str | Path, engines: str | Path, prompt
             "files": files,
         }
         (stage / "bundle.json").write_text(json.dumps(manifest, indent=1))
+        os.chmod(stage / "bundle.json", FILE_MODE)
         if out.name.endswith((".tar.gz", ".tgz")):
             archive = stage.with_name(stage.name + ".tgz")  # a leftover of a killed run is cleaned like the stage
             try:
                 with tarfile.open(archive, "w:gz") as tar:
-                    tar.add(stage, arcname=f"imagewam-bundle-{manifest['version']}")
+                    tar.add(stage, arcname=f"imagewam-bundle-{manifest['version']}", filter=tar_filter)
                 replace_dir(archive, out)
             finally:
                 archive.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ import yaml
 from ..errors import ConfigError, ImageWAMEdgeError
 from ..manifest import sha256_file
 from .bundle import open_bundle
+from .perms import FILE_MODE, make_dirs, make_readable
 
 log = logging.getLogger(__name__)
 SERVICE = "imagewam-edge.service"
@@ -93,11 +94,18 @@ WantedBy=multi-user.target
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """0644 whatever the umask: the service user reads the unit, the rules and the installed config."""
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            os.fchmod(f.fileno(), FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _atomic_symlink(target: Path, link: Path) -> None:
@@ -130,7 +138,9 @@ def plan(bundle_dir: Path, root: Path, user: str | None, exe: list[str], no_syst
     def stage():
         if partial.exists():
             shutil.rmtree(partial)
+        make_dirs(partial.parent)  # opt/imagewam/releases: 0755 even under umask 077
         shutil.copytree(bundle_dir, partial)
+        make_readable(partial, chown=os.geteuid() == 0)  # an archive from a workstation keeps its uid otherwise
 
     if installed:
         steps.append(Step(f"release {version} already installed and verified at {release}", "file"))
@@ -154,6 +164,8 @@ def plan(bundle_dir: Path, root: Path, user: str | None, exe: list[str], no_syst
                 _atomic_write(cfg_path, yaml.safe_dump(cfg, sort_keys=False))
 
             steps.append(Step("point the installed config at engines-trt", "build", action=point_config_at_trt))
+            steps.append(Step("engines-trt readable by the service user (0644/0755)", "build",
+                              action=lambda where=where: make_readable(where / "engines-trt")))
     if not installed:
         steps.append(Step(f"activate release: {partial.name} -> {release.name}", "file",
                           action=lambda: (release.exists() and shutil.rmtree(release), partial.rename(release))))
