@@ -21,7 +21,9 @@ def register(sub) -> None:
                         formatter_class=F,
                         description="Show the streams of a recording (.db3/.bag) or of a live camera: type, size, fps, "
                                     "format, intrinsics (fx fy ppx ppy model coeffs), depth scale and, for a "
-                                    "recording, the number of frames per stream.",
+                                    "recording, per stream the frame count, first timestamp, time span and gaps "
+                                    "(read stream by stream, no paired framesets needed), and whether depth and "
+                                    "colour pair.",
                         epilog="examples:\n  imagewam-edge camera info session.db3\n"
                                "  imagewam-edge camera info --serial 123456789012 --json\n"
                                "  imagewam-edge camera info            # lists connected cameras")
@@ -98,32 +100,11 @@ def camera_info(args) -> int:
     return 0
 
 
-def _count_by_playback(path: str, streams: list) -> dict:
-    """Older .bag recordings: play them through the camera driver (color frames, and depth frames with them)."""
-    from drivers.camera.realsense import RealSenseCamera, RealSenseConfig
-    from drivers.errors import RecordingEndedError
-
-    counts: dict = {}
-    color = next((s for s in streams if s["type"] == "color"), None)
-    if color is None:
-        return counts
-    has_depth = any(s["type"] == "depth" for s in streams)
-    cfg = RealSenseConfig(width=color["width"], height=color["height"], fps=color["fps"], playback_file=path,
-                          depth=has_depth, align=False, color_format=color["format"])
-    with RealSenseCamera(cfg) as cam:
-        while True:
-            try:
-                frame = cam.read(timeout=2.0)
-            except RecordingEndedError:
-                break
-            counts["color"] = counts.get("color", 0) + 1
-            if frame.depth is not None:
-                counts["depth"] = counts.get("depth", 0) + 1
-    return counts
-
-
 def _recording_info(path: str) -> dict:
+    """Each stream straight from the file (sensor-level playback: no framesets needed), and whether depth and colour
+    pair; a .db3's message table cross-checks the frame counts."""
     from drivers.camera.realsense import import_rs, recording_streams
+    from drivers.camera.recording_scan import pairing, scan_recording
 
     rs = import_rs()
     streams = recording_streams(path)
@@ -138,14 +119,26 @@ def _recording_info(path: str) -> dict:
                 depth_scale = s.as_depth_sensor().get_depth_scale()
     finally:
         ctx.unload_device(path)
-    from drivers.camera.recording import db3_frame_counts
+    scans = scan_recording(path)
+    stored = {}
+    if path.endswith(".db3"):
+        from drivers.camera.recording import db3_frame_counts
 
-    # .db3: exact counts from the file's message table (playing a recording back to count is not exact)
-    counts = db3_frame_counts(path) if path.endswith(".db3") else _count_by_playback(path, streams)
+        stored = db3_frame_counts(path)
     for s in streams:
-        s["frames"] = counts.get(s["type"], 0)
-    return {"file": path, "serial": _serial_of(rs, path), "duration_s": duration, "depth_scale": depth_scale,
-            "streams": streams}
+        scan = scans.get(s["type"])
+        if scan is not None and scan.index == s.get("index", scan.index):
+            s.update({k: v for k, v in scan.summary().items() if k not in s or k == "frames"})
+        else:
+            s["frames"] = 0
+        if s["type"] in stored and stored[s["type"]] != s["frames"]:
+            s["frames_stored"] = stored[s["type"]]
+    out = {"file": path, "serial": _serial_of(rs, path), "duration_s": duration, "depth_scale": depth_scale,
+           "streams": streams}
+    kinds = {s["type"] for s in streams if s.get("frames")}
+    if {"color", "depth"} & kinds:
+        out["pairing"] = pairing(scans.get("color"), scans.get("depth"))
+    return out
 
 
 def _serial_of(rs, path):
@@ -196,10 +189,17 @@ def _print_info(out: dict) -> None:
         line = f"  {s['type']:<6} {s.get('width')}x{s.get('height')} @ {s['fps']} fps {s['format']}"
         if "frames" in s:
             line += f"  {s['frames']} frames"
+        if s.get("frames"):
+            line += (f", t0 {s['first_timestamp_ms'] / 1000:.3f} s, span {s['span_s']:.3f} s, "
+                     + (f"{s['gaps']} gap(s), ~{s['dropped_frames']} frame(s) dropped" if s["gaps"] else "no gaps"))
         if i:
             line += (f"  fx {i['fx']:.2f} fy {i['fy']:.2f} ppx {i['ppx']:.2f} ppy {i['ppy']:.2f} {i['model']} "
                      f"{[round(c, 5) for c in i['coeffs']]}")
         print(line)
+    p = out.get("pairing")
+    if p is not None:
+        print(f"  depth + colour: {'paired' if p['pairable'] else 'CANNOT be paired'} ({p['reason']})"
+              + ("" if p["pairable"] else "; playback plays colour alone, with a warning"))
 
 
 def camera_record(args) -> int:

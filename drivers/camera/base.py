@@ -61,9 +61,10 @@ class Extrinsics:
 
 @dataclass
 class Frame:
-    """One capture. `depth` is aligned to `color` (same H, W) when present."""
+    """One capture. `depth` is aligned to `color` (same H, W) when both are present and alignment is on. A recording
+    that holds one stream only (or streams that never pair) gives frames with the other one None."""
 
-    color: np.ndarray  # (H, W, 3) uint8 RGB
+    color: Optional[np.ndarray]  # (H, W, 3) uint8 RGB; None only in a depth-only recording
     depth: Optional[np.ndarray]  # (H, W) uint16 in depth units (see the camera's depth_scale), or None
     timestamp: float  # time.monotonic() seconds when the frame reached this process
     frame_number: int

@@ -174,13 +174,19 @@ class RealSenseCamera(Camera):
         self._silent_since: Optional[float] = None
         self._last_restart = 0.0
         self._last_number = -1
+        # streams played: live always what the config asks; a recording what it holds (see _plan_playback)
+        self._streams: set = {"color", "depth"} if self.config.depth else {"color"}
+        self._planned = False
+        self.playback_warning: Optional[str] = None
 
     # --- open / close -----------------------------------------------------------------------------------------
     def _rs_config(self):
         rs, c = self._rs, self.config
         cfg = rs.config()
         if self.is_playback:
-            _check_file(c.playback_file)
+            if not self._planned:
+                self._plan_playback()
+                self._planned = True
             cfg.enable_device_from_file(str(c.playback_file), repeat_playback=False)
         else:
             devices = list_devices()
@@ -199,10 +205,22 @@ class RealSenseCamera(Camera):
             self.serial = c.serial or serials[0]
             cfg.enable_device(self.serial)
         fmt = getattr(rs.format, c.color_format)
-        cfg.enable_stream(rs.stream.color, c.width, c.height, fmt, c.fps)
-        if c.depth:
+        if "color" in self._streams:
+            cfg.enable_stream(rs.stream.color, c.width, c.height, fmt, c.fps)
+        if "depth" in self._streams:
             cfg.enable_stream(rs.stream.depth, c.depth_width or c.width, c.depth_height or c.height, rs.format.z16, c.fps)
         return cfg
+
+    def _plan_playback(self) -> None:
+        """Recordings: play depth + colour as framesets only when the file has both and they pair; otherwise the
+        stream that is there, with a warning (a pipeline waiting for framesets that never come only sees silence)."""
+        from drivers.camera.recording_scan import plan_playback
+
+        _check_file(self.config.playback_file)
+        self._streams, warning = plan_playback(str(self.config.playback_file), True, self.config.depth)
+        self.playback_warning = warning
+        if warning:
+            log.warning("%s", warning)
 
     def _start_pipeline(self) -> None:
         rs = self._rs
@@ -225,23 +243,25 @@ class RealSenseCamera(Camera):
             hint = ("playback does no conversion: request exactly the recorded streams (see `imagewam-edge camera info "
                     f"{c.playback_file}`)" if self.is_playback else "check the mode with `rs-enumerate-devices`")
             raise CameraError(f"{what}: cannot start color {c.width}x{c.height} {c.color_format} @ {c.fps} fps"
-                              f"{' + depth z16' if c.depth else ''}: {exc}; {hint}") from exc
+                              f"{' + depth z16' if 'depth' in self._streams else ''}: {exc}; {hint}") from exc
         dev = profile.get_device()
         if dev.supports(rs.camera_info.serial_number):
             self.serial = self.config.serial or dev.get_info(rs.camera_info.serial_number)
-        color = profile.get_stream(rs.stream.color)
-        self.intrinsics = _intrinsics(color)
-        if self.config.depth:
+        color = profile.get_stream(rs.stream.color) if "color" in self._streams else None
+        if color is not None:
+            self.intrinsics = _intrinsics(color)
+        if "depth" in self._streams:
             depth = profile.get_stream(rs.stream.depth)
             self.depth_intrinsics = _intrinsics(depth)
-            try:
-                e = depth.get_extrinsics_to(color)
-                self.depth_to_color = Extrinsics(np.array(e.rotation, dtype=np.float64).reshape(3, 3).T,
-                                                 np.array(e.translation, dtype=np.float64))
-            except RuntimeError:
-                log.warning("camera %s: no depth-to-color extrinsics in the device/recording", self.serial)
+            if color is not None:
+                try:
+                    e = depth.get_extrinsics_to(color)
+                    self.depth_to_color = Extrinsics(np.array(e.rotation, dtype=np.float64).reshape(3, 3).T,
+                                                     np.array(e.translation, dtype=np.float64))
+                except RuntimeError:
+                    log.warning("camera %s: no depth-to-color extrinsics in the device/recording", self.serial)
             self.depth_scale = float(dev.first_depth_sensor().get_depth_scale())
-            self._align = rs.align(rs.stream.color) if self.config.align else None
+            self._align = rs.align(rs.stream.color) if self.config.align and color is not None else None
         self._playback = dev.as_playback() if self.is_playback else None
         if self._playback is not None:
             self._playback.set_real_time(bool(self.config.real_time))  # again on the started device (idempotent)
@@ -270,24 +290,26 @@ class RealSenseCamera(Camera):
             frames = self._align.process(frames.as_frameset())
         else:
             frames = frames.as_frameset()
-        color = frames.get_color_frame()
-        if not color:
-            return None
-        img = np.asanyarray(color.get_data()).copy()  # (H, W, 3) uint8; copy: librealsense reuses its buffers
-        if self.config.color_format == "bgr8":
-            img = img[:, :, ::-1].copy()
-        depth = None
-        if self.config.depth:
-            d = frames.get_depth_frame()
+        img = depth = None
+        color = frames.get_color_frame() if "color" in self._streams else None
+        if "color" in self._streams:
+            if not color:
+                return None
+            img = np.asanyarray(color.get_data()).copy()  # (H, W, 3) uint8; copy: librealsense reuses its buffers
+            if self.config.color_format == "bgr8":
+                img = img[:, :, ::-1].copy()
+        d = frames.get_depth_frame() if "depth" in self._streams else None
+        if "depth" in self._streams:
             if not d:
                 return None
             depth = np.asanyarray(d.get_data()).copy()  # (H, W) uint16
-        number = int(color.get_frame_number())
+        main = color if color else d  # frame number and clock: colour's, or depth's in a depth-only recording
+        number = int(main.get_frame_number())
         if self.is_playback and number <= self._last_number:
             return None
         self._last_number = number
         return Frame(color=img, depth=depth, timestamp=arrival, frame_number=number, serial=self.serial,
-                     device_timestamp_ms=float(color.get_timestamp()))
+                     device_timestamp_ms=float(main.get_timestamp()))
 
     def _grab(self, timeout_s: float) -> Optional[Frame]:
         rs = self._rs

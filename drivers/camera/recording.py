@@ -26,64 +26,90 @@ def _rs_intrinsics(rs, intr: Intrinsics):
     return i
 
 
-def write_synthetic_recording(path: str, colors: Sequence[np.ndarray], depths: Optional[Sequence[np.ndarray]] = None,
-                              *, color_intrinsics: Intrinsics, depth_intrinsics: Optional[Intrinsics] = None,
+def _software_stream(rs, dev, sensor_name: str, kind: str, intr: Intrinsics, fps: int, uid: int):
+    sensor = dev.add_sensor(sensor_name)
+    vs = rs.video_stream()
+    vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps = getattr(rs.stream, kind), 0, uid, intr.width, intr.height, fps
+    vs.bpp, vs.fmt = (3, rs.format.rgb8) if kind == "color" else (2, rs.format.z16)
+    vs.intrinsics = _rs_intrinsics(rs, intr)
+    return sensor, sensor.add_video_stream(vs)
+
+
+def write_synthetic_recording(path: str, colors: Optional[Sequence[np.ndarray]],
+                              depths: Optional[Sequence[np.ndarray]] = None, *,
+                              color_intrinsics: Optional[Intrinsics] = None, depth_intrinsics: Optional[Intrinsics] = None,
                               depth_scale: float = 0.001, fps: int = 30, serial: str = "000000000000",
-                              depth_to_color_translation: tuple = (0.015, 0.0, 0.0)) -> str:
-    """Record `colors` (N x (H, W, 3) uint8 RGB) and optional `depths` (N x (H, W) uint16) as a .db3 recording
-    of a software device with the given intrinsics, depth scale and serial; frame numbers 0..N-1."""
+                              depth_to_color_translation: tuple = (0.015, 0.0, 0.0), name: str = "Synthetic RealSense",
+                              color_times_ms: Optional[Sequence[float]] = None,
+                              depth_times_ms: Optional[Sequence[float]] = None,
+                              color_numbers: Optional[Sequence[int]] = None,
+                              depth_numbers: Optional[Sequence[int]] = None, paced: bool = False) -> str:
+    """Record `colors` (N x (H, W, 3) uint8 RGB) and/or `depths` (M x (H, W) uint16) as a .db3 recording of a
+    software device with the given intrinsics, depth scale, serial and device name. Either stream may be None (a
+    colour-only or depth-only file) and the two may differ in length. Frame times default to n * 1000 / fps ms and
+    frame numbers to 0..N-1; give `*_times_ms` / `*_numbers` to shift them (t0 > 0), leave gaps (dropped frames) or
+    make the streams not overlap. Frames are injected in time order, colour first at equal times.
+    `paced`: inject each frame at its timestamp (relative to the first) in real time, as a camera delivers them: the
+    recorder stamps messages on arrival, and librealsense's playback syncer pairs depth with colour by those stamps
+    (injected back to back, a short file can come back with a colour frame paired with the previous depth frame)."""
     rs = import_rs()
     if not str(path).endswith(".db3"):
         raise ConfigError(f"synthetic recording path must end with .db3 (librealsense 2.59 writes ROS2 bags), got {path!r}")
-    h, w = colors[0].shape[:2]
+    if not colors and not depths:
+        raise ConfigError("a synthetic recording needs colour frames, depth frames or both")
+    color_intrinsics = color_intrinsics or depth_intrinsics
+    if color_intrinsics is None:
+        raise ConfigError("give color_intrinsics (or depth_intrinsics for a depth-only recording)")
     dev = rs.software_device()
     dev.register_info(rs.camera_info.serial_number, serial)
-    dev.register_info(rs.camera_info.name, "Synthetic RealSense")
-    cs = dev.add_sensor("RGB Camera")
-    vs = rs.video_stream()
-    vs.type, vs.index, vs.uid, vs.width, vs.height, vs.fps, vs.bpp = rs.stream.color, 0, 0, w, h, fps, 3
-    vs.fmt, vs.intrinsics = rs.format.rgb8, _rs_intrinsics(rs, color_intrinsics)
-    cp = cs.add_video_stream(vs)
-    ds = dp = None
-    if depths is not None:
-        di = depth_intrinsics or color_intrinsics
-        ds = dev.add_sensor("Stereo Module")
-        vd = rs.video_stream()
-        vd.type, vd.index, vd.uid, vd.width, vd.height, vd.fps, vd.bpp = rs.stream.depth, 0, 1, di.width, di.height, fps, 2
-        vd.fmt, vd.intrinsics = rs.format.z16, _rs_intrinsics(rs, di)
-        dp = ds.add_video_stream(vd)
-        ds.add_read_only_option(rs.option.depth_units, float(depth_scale))
-        e = rs.extrinsics()
-        e.rotation = [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]
-        e.translation = list(depth_to_color_translation)
-        dp.register_extrinsics_to(cp, e)
+    dev.register_info(rs.camera_info.name, name)
+    streams = {}  # kind -> (sensor, profile, frames, times, numbers)
+    for kind, frames, times, numbers, intr, sensor_name in (
+            ("color", colors, color_times_ms, color_numbers, color_intrinsics, "RGB Camera"),
+            ("depth", depths, depth_times_ms, depth_numbers, depth_intrinsics or color_intrinsics, "Stereo Module")):
+        if not frames:
+            continue
+        n = len(frames)
+        times = list(times) if times is not None else [k * 1000.0 / fps for k in range(n)]
+        numbers = list(numbers) if numbers is not None else list(range(n))
+        if len(times) != n or len(numbers) != n:
+            raise ConfigError(f"{kind}: {n} frames but {len(times)} times and {len(numbers)} frame numbers")
+        sensor, profile = _software_stream(rs, dev, sensor_name, kind, intr, fps, uid=len(streams))
+        streams[kind] = (sensor, profile, frames, times, numbers)
+    if "depth" in streams:
+        streams["depth"][0].add_read_only_option(rs.option.depth_units, float(depth_scale))
+        if "color" in streams:
+            e = rs.extrinsics()
+            e.rotation = [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]
+            e.translation = list(depth_to_color_translation)
+            streams["depth"][1].register_extrinsics_to(streams["color"][1], e)
     recorder = rs.recorder(str(path), dev)
-    sensors = [(cs, cp)] + ([(ds, dp)] if ds is not None else [])
-    for s, p in sensors:
-        s.open(p)
-        s.start(lambda f: None)
-    for n, color in enumerate(colors):
-        ts = n * 1000.0 / fps
+    for sensor, profile, *_ in streams.values():
+        sensor.open(profile)
+        sensor.start(lambda f: None)
+    events = sorted((t, 0 if kind == "color" else 1, k, kind) for kind, (_, _, _, times, _) in streams.items()
+                    for k, t in enumerate(times))
+    start = time.monotonic()
+    for t, _, k, kind in events:
+        if paced:
+            time.sleep(max(0.0, (t - events[0][0]) / 1000.0 - (time.monotonic() - start)))
+        sensor, profile, frames, _, numbers = streams[kind]
+        pixels = np.ascontiguousarray(frames[k], dtype=np.uint8 if kind == "color" else np.uint16)
+        bpp = 3 if kind == "color" else 2
         f = rs.software_video_frame()
-        f.pixels = np.ascontiguousarray(color, dtype=np.uint8)
-        f.bpp, f.stride, f.timestamp, f.frame_number = 3, 3 * w, ts, n
-        f.domain, f.profile = rs.timestamp_domain.hardware_clock, cp.as_video_stream_profile()
-        cs.on_video_frame(f)
-        if ds is not None:
-            d = np.ascontiguousarray(depths[n], dtype=np.uint16)
-            fd = rs.software_video_frame()
-            fd.pixels = d
-            fd.bpp, fd.stride, fd.timestamp, fd.frame_number = 2, 2 * d.shape[1], ts, n
-            fd.domain, fd.profile, fd.depth_units = rs.timestamp_domain.hardware_clock, dp.as_video_stream_profile(), float(depth_scale)
-            ds.on_video_frame(fd)
-    for s, _ in sensors:
-        s.stop()
-        s.close()
-    del recorder, sensors, cs, ds, cp, dp, dev  # the file is finalised when the recorder is destroyed
+        f.pixels = pixels
+        f.bpp, f.stride, f.timestamp, f.frame_number = bpp, bpp * pixels.shape[1], float(t), int(numbers[k])
+        f.domain, f.profile = rs.timestamp_domain.hardware_clock, profile.as_video_stream_profile()
+        if kind == "depth":
+            f.depth_units = float(depth_scale)
+        sensor.on_video_frame(f)
+    for sensor, *_ in streams.values():
+        sensor.stop()
+        sensor.close()
+    expected = {kind: len(v[2]) for kind, v in streams.items()}
+    del recorder, streams, dev  # the file is finalised when the recorder is destroyed
     gc.collect()
-    if str(path).endswith(".db3"):  # the recorder writes asynchronously: return only once every frame is in the file
-        expected = {"color": len(colors), **({"depth": len(colors)} if depths is not None else {})}
-        wait_for_db3_frames(str(path), expected)
+    wait_for_db3_frames(str(path), expected)  # the recorder writes asynchronously: return once every frame is in
     return str(path)
 
 
