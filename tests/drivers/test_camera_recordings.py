@@ -194,3 +194,45 @@ def test_scan_stops_early_once_streams_pair(tmp_path):
     full = scan_recording(str(path))
     assert full["color"].frames == 40 and full["depth"].frames == 40
     assert early["color"].frames <= 40 and pairing(early["color"], early["depth"])["pairs"] >= 3
+
+
+# --- ROS1 .bag, as librealsense < 2.55 wrote them (pyrealsense2 2.59 only plays them) ---------------------------
+def test_librealsense_259_writes_no_bag_so_the_tests_write_ros1_themselves(tmp_path):
+    with pytest.raises(RuntimeError, match="db3"):
+        rs.recorder(str(tmp_path / "x.bag"), rs.software_device())
+
+
+def test_old_ros1_bag_with_lz4_chunks_and_non_overlapping_streams(tmp_path, capsys, caplog):
+    """The issue's file: D435, ROS1 .bag with LZ4 chunks, 6 depth frames then 5 colour frames (no overlap)."""
+    from tests.drivers.rosbag1_realsense import write_ros1_recording
+
+    path = write_ros1_recording(str(tmp_path / "d435_old.bag"), _colors(5), _depths(6), intrinsics=K,
+                                compression="lz4", depth_times_ms=_times(6, t0=5000.0),
+                                color_times_ms=_times(5, t0=5400.0))
+    out = _info(path, capsys)
+    assert out["serial"] == "819612070123"
+    assert (out["by"]["depth"]["frames"], out["by"]["color"]["frames"]) == (6, 5)
+    assert out["by"]["color"]["first_timestamp_ms"] == pytest.approx(5400.0, abs=1e-3)
+    assert out["pairing"]["pairable"] is False and "do not overlap" in out["pairing"]["reason"]
+    with caplog.at_level(logging.WARNING, logger="drivers.camera.realsense"):
+        frames = _play(path, depth=True)
+    assert "cannot be paired" in caplog.text
+    assert [f.frame_number for f in frames] == list(range(5)) and all(f.depth is None for f in frames)
+    for f, c in zip(frames, _colors(5)):
+        np.testing.assert_array_equal(f.color, c)
+
+
+def test_old_ros1_bag_paired_and_depth_only(tmp_path, capsys):
+    from tests.drivers.rosbag1_realsense import write_ros1_recording
+
+    times = _times(4, t0=250.0)
+    paired = write_ros1_recording(str(tmp_path / "paired.bag"), _colors(4), _depths(4), intrinsics=K,
+                                  compression="none", color_times_ms=times, depth_times_ms=times, depth_scale=0.0001)
+    out = _info(paired, capsys)
+    assert out["pairing"]["pairable"] and out["depth_scale"] == pytest.approx(0.0001)
+    frames = _play(paired, depth=True)
+    _paired_as_the_syncer_pairs(frames, list(range(4)))
+    depth_only = write_ros1_recording(str(tmp_path / "depth.bag"), None, _depths(3), intrinsics=K)
+    frames = _play(depth_only, depth=True)
+    assert len(frames) == 3 and all(f.color is None for f in frames)
+    np.testing.assert_array_equal(frames[2].depth, _depths(3)[2])
