@@ -8,6 +8,7 @@ loopback (started here, one process group), with --instances N policies.
 
     python scripts/bench_serve.py                                   # the embedded default's engines
     python scripts/bench_serve.py --engines engines/ --iterations 300 --clients 1,2,4 --instances 2 --json serve.json
+    python scripts/bench_serve.py --deployment repository         # Triton's binary on a model repository
 """
 from __future__ import annotations
 
@@ -98,8 +99,19 @@ def main() -> int:
     from edge.engines import load_engine_policy
 
     local = load_engine_policy(engines, threads=ARGS.threads)
+    result["deployment"] = ARGS.deployment
     with tempfile.TemporaryDirectory() as tmp:
-        srv = ServerProcess(engines, tmp, instances=ARGS.instances,
+        command = None
+        if ARGS.deployment == "repository":  # Triton's binary on a model repository, as a stock container runs it
+            from edge.serve.env import source_dir
+            from edge.serve.launch import repository_command
+            from edge.serve.model_repo import write_model_repository
+            from edge.serve.server import ServeConfig
+
+            repo = write_model_repository(ServeConfig(engines=engines, instances=ARGS.instances, threads=ARGS.threads),
+                                          Path(tmp) / "repo", package_path=str(source_dir()))
+            command = repository_command(repo, Path(tmp) / "triton")
+        srv = ServerProcess(engines, tmp, instances=ARGS.instances, command=command,
                             extra=["--threads", str(ARGS.threads)] if ARGS.threads else ())
         sys.stderr.write("starting the server...\n")
         t = time.monotonic()
@@ -144,6 +156,9 @@ if __name__ == "__main__":
                    help="robot clients at once, comma separated (default 1,2,4)")
     p.add_argument("--instances", type=int, default=1, help="server model instances (default 1)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads, both sides (0: default)")
+    p.add_argument("--deployment", choices=["pytriton", "repository"], default="pytriton",
+                   help="pytriton: `imagewam-edge serve`; repository: Triton's binary on `serve --model-repository` "
+                   "(the stock-container way), both from the serving environment")
     p.add_argument("--instruction", default="move to the red block")
     p.add_argument("--json", help="also write the result here")
     ARGS = p.parse_args()

@@ -4,9 +4,12 @@ tritonserver and its stubs)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -83,7 +86,9 @@ class ServerProcess:
             wait_ready(self.url, timeout_s, alive=lambda: self.proc is not None and self.proc.poll() is None)
         except ServeEnvError as exc:
             self.kill()
-            raise ServeEnvError(f"{exc} ({self.log_dir})") from None
+            log = self.log_dir / f"server-{self.starts - 1}.out"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
+            raise ServeEnvError(f"{exc} ({self.log_dir}); the server's last lines:\n{tail}") from None
         return self
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -104,3 +109,35 @@ class ServerProcess:
     def stop(self) -> None:
         """A clean stop (SIGTERM: Triton finishes what is in flight)."""
         self.kill(signal.SIGTERM)
+
+
+def repository_command(repository: str | Path, workdir: str | Path) -> Callable[[ServerProcess], tuple[list, dict]]:
+    """A `command` for ServerProcess: Triton's own binary from the serving environment's nvidia-pytriton on a model
+    repository (`serve --model-repository`), as a stock container runs it, without docker: the Python-backend stub
+    of this Python version copied into a backends directory under `workdir`; the stub runs the serving environment's
+    Python (numpy < 2)."""
+    from .env import env_dir, require_env
+
+    repository, workdir = Path(repository), Path(workdir)
+
+    def command(srv: ServerProcess) -> tuple[list, dict]:
+        python = require_env()
+        site = next((env_dir() / "lib").glob("python3*/site-packages"))
+        dist = site / "pytriton" / "tritonserver"
+        if not (workdir / "bin").exists():
+            workdir.mkdir(parents=True, exist_ok=True)
+            for name in ("bin", "backends", "caches"):
+                shutil.copytree(dist / name, workdir / name)
+            version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+            shutil.copy(dist / "python_backend_stubs" / version / "triton_python_backend_stub",
+                        workdir / "backends" / "python")
+        environ = dict(os.environ)
+        environ["PATH"] = f"{python.parent}:{environ['PATH']}"  # the stub finds its Python (and site-packages) here
+        libs = (str(site / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR"), environ.get("LD_LIBRARY_PATH"))
+        environ["LD_LIBRARY_PATH"] = ":".join(p for p in libs if p)
+        return [str(workdir / "bin" / "tritonserver"), f"--model-repository={repository}",
+                f"--backend-directory={workdir / 'backends'}", "--grpc-address=127.0.0.1", "--http-address=127.0.0.1",
+                f"--grpc-port={srv.grpc}", f"--http-port={srv.http}", f"--metrics-port={srv.metrics}",
+                "--exit-timeout-secs=5"], environ
+
+    return command

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from edge.default import DEFAULT_INSTRUCTION
-
-from serve_harness import ServerProcess, serve_env_or_skip, stock_triton
+from edge.serve.launch import ServerProcess, repository_command
+from serve_harness import serve_env_or_skip
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,7 @@ def test_model_repository_on_triton_binary_as_a_stock_container_runs_it(sim_engi
 
     repo = write_model_repository(ServeConfig(engines=str(sim_engines)), tmp_path / "repo",
                                   package_path=str(env.source_dir()))
-    srv = ServerProcess(None, tmp_path / "log", command=stock_triton(repo, tmp_path / "stock")).start()
+    srv = ServerProcess(None, tmp_path / "log", command=repository_command(repo, tmp_path / "stock")).start()
     try:
         remote = connect(srv.url, timeout_s=5.0)
         assert remote.server["deployment"] == "model-repository"
