@@ -242,8 +242,10 @@ class RealSenseCamera(Camera):
             what = f"recording {c.playback_file!r}" if self.is_playback else f"camera {self.serial!r}"
             hint = ("playback does no conversion: request exactly the recorded streams (see `imagewam-edge camera info "
                     f"{c.playback_file}`)" if self.is_playback else "check the mode with `rs-enumerate-devices`")
-            raise CameraError(f"{what}: cannot start color {c.width}x{c.height} {c.color_format} @ {c.fps} fps"
-                              f"{' + depth z16' if 'depth' in self._streams else ''}: {exc}; {hint}") from exc
+            asked = " + ".join(([f"color {c.width}x{c.height} {c.color_format}"] if "color" in self._streams else [])
+                               + ([f"depth {c.depth_width or c.width}x{c.depth_height or c.height} z16"]
+                                  if "depth" in self._streams else []))
+            raise CameraError(f"{what}: cannot start {asked} @ {c.fps} fps: {exc}; {hint}") from exc
         dev = profile.get_device()
         if dev.supports(rs.camera_info.serial_number):
             self.serial = self.config.serial or dev.get_info(rs.camera_info.serial_number)

@@ -174,11 +174,19 @@ def scan_recording(path: str, until_paired: bool = False, timeout_s: float = 120
 def plan_playback(path: str, want_color: bool, want_depth: bool) -> tuple[set, Optional[str]]:
     """Which streams to play from `path` -> ({"color", "depth"} subset, warning or None). Both when both are wanted,
     present and pair; otherwise the one that is there (colour first), with a warning saying why."""
-    scans = scan_recording(path, until_paired=want_color and want_depth)
-    color, depth = scans.get("color"), scans.get("depth")
-    have = {k for k, s in (("color", color), ("depth", depth)) if s is not None and s.frames}
+    from drivers.camera.realsense import recording_streams
+
+    profiles = {s["type"] for s in recording_streams(path)} & {"color", "depth"}
+    if not (want_color and want_depth and profiles == {"color", "depth"}):
+        # one stream wanted or present: the profiles decide, no need to read the frames
+        color = depth = None
+        have = profiles
+    else:  # both: do they pair? (stops reading at the first few pairs)
+        scans = scan_recording(path, until_paired=True)
+        color, depth = scans.get("color"), scans.get("depth")
+        have = {k for k, s in (("color", color), ("depth", depth)) if s is not None and s.frames}
     if not have:
-        raise CameraError(f"recording {path} holds no colour or depth frames (streams: {sorted(scans) or 'none'}); "
+        raise CameraError(f"recording {path} holds no colour or depth frames (streams: {sorted(profiles) or 'none'}); "
                           "record it again with `imagewam-edge camera record`")
     if want_color and want_depth and have == {"color", "depth"}:
         p = pairing(color, depth)
