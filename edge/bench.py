@@ -21,22 +21,13 @@ from typing import Callable
 import numpy as np
 
 from .errors import ConfigError
+from .synthetic import synthetic_observation  # noqa: F401  (re-exported)
 from .timing import jitter, summarize
 
 log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("control_step", "text", "preprocess", "vision_encoder", "prefill", "denoise", "denoise_step",
                "postprocess")
-
-
-def synthetic_observation(policy, instruction: str, k: int) -> dict:
-    """Frame k of the simulated scene in every camera slot (a different seed per slot), state mid-range."""
-    from drivers.camera.sim import SimCameraConfig, render
-
-    images = [render(SimCameraConfig(width=320, height=240, seed=s, depth=False), k)[0]
-              for s in range(len(policy.canvas.slots))]
-    state = np.zeros(policy.spec.state_dim) + 0.01 * (k % 7)
-    return {"images": images, "state": state, "instruction": instruction}
 
 
 def rss_mb() -> float:

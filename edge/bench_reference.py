@@ -72,7 +72,7 @@ class ReferencePath:
 def compare_reference(args, ours, progress: Callable[[str], None] = lambda s: None) -> dict:
     from quantize.variants import load_policy
 
-    from .bench import synthetic_observation
+    from .synthetic import synthetic_observation
 
     loaded = load_policy(args.checkpoint)
     ref = ReferencePath(loaded)

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from .errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"  # the embedded default (`run` without --config)
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 FALLBACKS = ("torch",)  # policy.fallback: what runs when the engines cannot be loaded
 TORCH_DEVICE = r"cpu|cuda(:[0-9]+)?"

@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 from pathlib import Path
 from typing import Callable
 
-from .config import CONFIG_DIR
+from .config import CONFIG_DIR, DEFAULT_CONFIG  # noqa: F401  (re-exported)
+from .paths import CACHE_ENV, cache_dir  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "IMAGEWAM_EDGE_CACHE"
 LAYOUT = "default-v2"  # bump when the default's checkpoint or export changes (v2: the trained toy-task checkpoint)
-DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 DEFAULT_INSTRUCTION = "move to the red block"
 TOY_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "toy_checkpoint"
 # the task's instructions, and the old demo instruction (still the `bench` default)
 INSTRUCTIONS = ("move to the red block", "move to the green block", "move to the blue block", "pick up the red block")
-
-
-def cache_dir() -> Path:
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "imagewam-edge"
 
 
 def default_engines_dir() -> Path:

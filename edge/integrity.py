@@ -48,7 +48,7 @@ class ChecksumCache:
 
     def __init__(self, path: str | Path | None = None):
         if path is None:
-            from .default import cache_dir
+            from .paths import cache_dir
 
             path = cache_dir() / CACHE_NAME
         self.path = Path(path)

@@ -13,7 +13,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .config import ArmConfig, CameraConfig, PolicyConfig, RunConfig
+from .arm_links import make_link  # noqa: F401  (re-exported)
+from .config import CameraConfig, PolicyConfig, RunConfig
 from .errors import ConfigError, ImageWAMEdgeError
 
 log = logging.getLogger(__name__)
@@ -85,34 +86,6 @@ def check_calibration(cc: CameraConfig, i: int, source: str) -> dict:
     if cc.handeye:
         out["handeye"] = load_handeye(cc.handeye, expect_serial=serial)
     return out
-
-
-def make_link(ac: ArmConfig, port: str, i: int, source: str):
-    from drivers.arm.calibration_file import load_joint_mapping
-    from drivers.arm.safety import SafetyLimits
-
-    where = f"{source}: `arms[{i}]`"
-    fields = {"port": port, "ids": list(ac.ids), "baudrate": ac.baudrate, **ac.link}
-    if ac.protocol == "dynamixel":
-        from drivers.arm.dynamixel import DynamixelConfig as Cfg, DynamixelLink as Link
-    elif ac.protocol == "feetech":
-        from drivers.arm.feetech import FeetechConfig as Cfg, FeetechLink as Link
-    else:
-        from drivers.arm.framed import FramedConfig as Cfg, FramedLink as Link
-    try:
-        cfg = Cfg.from_dict(fields)
-        mapping = Link.default_mapping(ac.ids)
-        if ac.calibration:  # a missing, corrupt or mismatched file: an error naming the file, the field and the fix
-            mapping = load_joint_mapping(ac.calibration, ids=ac.ids)
-        lo, hi = mapping.limits_in_units()
-        s = ac.safety
-        limits = SafetyLimits.create(mapping.n, lower=s.get("lower", lo), upper=s.get("upper", hi),
-                                     max_velocity=s.get("max_velocity", 2.0), max_step=s.get("max_step", 0.2),
-                                     on_out_of_range=s.get("on_out_of_range", "fault"),
-                                     range_margin=s.get("range_margin", 0.1))
-        return Link(cfg, mapping, limits)
-    except ValueError as exc:  # drivers' ConfigError
-        raise ConfigError(f"{where}: {exc}") from None
 
 
 def check_dims(cfg: RunConfig, policy, n_joints: int) -> None:

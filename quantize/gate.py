@@ -40,7 +40,7 @@ def accuracy_report(fp32_dir, quant_dir, observations, precision: str, seed: int
                     test_backend: str = "onnxruntime") -> dict:
     """The FP32 engines run first and are released before the quantized ones load: at most one set in memory."""
     from .memory import release_memory
-    from .ptq import capture
+    from .capture import capture
 
     ref = load_engine_policy(fp32_dir)
     reference = capture(ref, observations, seed=seed, outputs=True)
@@ -53,7 +53,7 @@ def accuracy_report(fp32_dir, quant_dir, observations, precision: str, seed: int
 
 def compare_policies(ref, test, observations, precision: str, seed: int = 1000) -> dict:
     """`ref` (FP32) and `test` (quantized) engine policies on the same observations and noise."""
-    from .ptq import capture
+    from .capture import capture
 
     return compare_to_reference(capture(ref, observations, seed=seed, outputs=True), test, observations, precision, seed)
 

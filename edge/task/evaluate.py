@@ -103,9 +103,9 @@ def evaluate(policy=None, episodes: int = 10, seed: int = 0, task: TaskConfig = 
     from drivers.arm.sim import SimulatedController
 
     from ..config import from_yaml
-    from ..default import DEFAULT_CONFIG
+    from ..config import DEFAULT_CONFIG
     from ..loop import ControlLoop
-    from ..runtime import make_link
+    from ..arm_links import make_link
     from .camera import TaskCamera, TaskCameraConfig
 
     if episodes < 1:

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from edge.backends.host_loop import RunOnly
 from edge.engines import load_engine_policy
 from quantize.gate import compare_policies, format_report, robot_action_errors
 from quantize.ptq import synthetic_observations
@@ -33,7 +34,9 @@ def _perturbed_pair(demo_engines, threshold_at):
             out["velocity"] = v
         return out
 
-    test.backend.run = perturbed
+    view = RunOnly(test.backend)  # every component call goes through run(), the perturbed denoise step too
+    view.run = perturbed
+    test.backend = view
     return ref, test
 
 
