@@ -234,12 +234,13 @@ def _instruction(episode: Path, steps: list[tuple[int, Path]]) -> str:
 
 def iter_observations(root: str | Path, stride: int = 1) -> Iterator[Observation]:
     """Every `stride`-th step of every episode, in order. A LeRobot v3 dataset directory (meta/info.json) is read
-    through lerobot (workstation side, edge/recording_lerobot.py) with the default key mapping."""
+    through lerobot (workstation side, edge/lerobot_dataset.py) with the default key mapping."""
     root = Path(root)
     if (root / "meta" / "info.json").is_file() and not (root / "session.json").exists():
-        from .recording_lerobot import iter_lerobot_observations
+        from .lerobot_dataset import iter_lerobot_frames
 
-        yield from iter_lerobot_observations(root, stride)
+        for frame in iter_lerobot_frames(root, stride):
+            yield Observation(**frame)
         return
     read_session(root)
     episodes = _episode_dirs(root)

@@ -20,23 +20,15 @@ from typing import Optional
 import numpy as np
 
 from drivers.camera.base import Camera, Extrinsics, Frame, Intrinsics
-from drivers.errors import CameraError, CameraNotFoundError, ConfigError, MissingDependencyError, RecordingEndedError
+from drivers.camera.rs_files import _check_file, _intrinsics, import_rs, recording_streams
+from drivers.errors import CameraError, CameraNotFoundError, ConfigError, RecordingEndedError
 
 log = logging.getLogger(__name__)
+# re-exported: callers import these from here
+__all__ = ["import_rs", "recording_streams", "list_devices", "RealSenseConfig", "RealSenseCamera"]
 
 COLOR_FORMATS = ("rgb8", "bgr8")
 RECORDING_SUFFIXES = (".db3", ".bag")
-
-
-def import_rs():
-    """pyrealsense2, or MissingDependencyError with the install command."""
-    try:
-        import pyrealsense2 as rs
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"pyrealsense2 is not importable ({exc}). Install it with `pip install 'imagewam-edge[realsense]'` "
-            "(PyPI has aarch64 wheels for Python 3.10 only) and `apt-get install libusb-1.0-0`.") from exc
-    return rs
 
 
 @dataclass(frozen=True)
@@ -91,11 +83,6 @@ class RealSenseConfig:
         return asdict(self)
 
 
-def _intrinsics(profile) -> Intrinsics:
-    i = profile.as_video_stream_profile().get_intrinsics()
-    return Intrinsics(i.width, i.height, i.fx, i.fy, i.ppx, i.ppy, str(i.model).split(".")[-1], tuple(i.coeffs))
-
-
 def list_devices() -> list[dict]:
     """Connected RealSense devices: serial, name, firmware, USB type."""
     rs = import_rs()
@@ -108,39 +95,6 @@ def list_devices() -> list[dict]:
             info[key] = dev.get_info(cinfo) if dev.supports(cinfo) else None
         out.append(info)
     return out
-
-
-def recording_streams(path: str) -> list[dict]:
-    """The streams stored in a recording (type, index, width, height, fps, format, intrinsics)."""
-    rs = import_rs()
-    _check_file(path)
-    ctx = rs.context()
-    dev = ctx.load_device(str(path))
-    try:
-        dev.as_playback().set_real_time(False)
-        out = []
-        for sensor in dev.query_sensors():
-            for p in sensor.get_stream_profiles():
-                entry = {"sensor": sensor.get_info(rs.camera_info.name) if sensor.supports(rs.camera_info.name) else "",
-                         "type": str(p.stream_type()).split(".")[-1], "index": p.stream_index(), "fps": p.fps(),
-                         "format": str(p.format()).split(".")[-1]}
-                if p.is_video_stream_profile():
-                    v = p.as_video_stream_profile()
-                    entry.update(width=v.width(), height=v.height())
-                    try:
-                        entry["intrinsics"] = _intrinsics(p).to_dict()
-                    except RuntimeError:
-                        entry["intrinsics"] = None
-                out.append(entry)
-        return out
-    finally:
-        ctx.unload_device(str(path))
-
-
-def _check_file(path: str) -> None:
-    if not os.path.isfile(path):
-        raise CameraNotFoundError(f"recording {path!r} does not exist; give the path of a .db3/.bag file "
-                                  "(record one with `imagewam-edge camera record --out FILE.db3 --seconds 10`)")
 
 
 # A playback has ended when the device raised its "stopped" event (end of file: every frame has then been handed

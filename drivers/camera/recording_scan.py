@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
-from drivers.camera.realsense import _check_file, import_rs
+from drivers.camera.rs_files import _check_file, import_rs, recording_streams
 from drivers.errors import CameraError
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,6 @@ def scan_recording(path: str, until_paired: bool = False, timeout_s: float = 120
 def plan_playback(path: str, want_color: bool, want_depth: bool) -> tuple[set, Optional[str]]:
     """Which streams to play from `path` -> ({"color", "depth"} subset, warning or None). Both when both are wanted,
     present and pair; otherwise the one that is there (colour first), with a warning saying why."""
-    from drivers.camera.realsense import recording_streams
-
     profiles = {s["type"] for s in recording_streams(path)} & {"color", "depth"}
     if not (want_color and want_depth and profiles == {"color", "depth"}):
         # one stream wanted or present: the profiles decide, no need to read the frames

@@ -146,7 +146,7 @@ def test_declared_mapping_maps_keys_both_ways(lr, tmp_path):
 
 
 def test_mapping_file_and_dataset_version_errors(tmp_path):
-    from edge.recording_lerobot import LeRobotMapping, dataset_info
+    from edge.lerobot_dataset import LeRobotMapping, dataset_info
 
     (tmp_path / "m.yaml").write_text("state: observation.state\ncameras: observation.images.top\n")
     with pytest.raises(ConfigError, match="cameras.*list"):
