@@ -8,4 +8,5 @@
 - client.py: `RemotePolicy`, the robot side (`policy.backend: remote`; tritonclient gRPC, a deadline per request,
   reconnects when the server returns),
 - env.py: the serving environment (created on request, never by the main install),
-- commands.py: the `serve` subcommand."""
+- launch.py: a server as a child process group (readiness wait, stop, kill), for benchmarks and tests,
+- commands.py: the `serve` subcommand, main.py: the server process's entry point in the serving environment."""
