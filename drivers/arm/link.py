@@ -9,11 +9,12 @@ Lifecycle (enforced; each refusal is a typed error that says what to call first)
 
 - DISCONNECTED: nothing but `connect()` (anything touching the wire raises `NotConnectedError`).
 - CONNECTED: the port is open and the controller answered: reading (`read_state`, `read_within`, `ping`) and
-  torque / watchdog changes are allowed; commands are refused with `NotActiveError` (the servos hold no torque as
-  far as this host knows, so a goal would make them jump the moment torque comes on).
+  torque / watchdog changes are allowed; commands are refused with `NotActiveError` (torque is off as far as this
+  host knows: a goal would not be followed, only wait in the servo's register for the next torque on).
 - ACTIVE: torque switched on by this host and confirmed by every servo: commands (`write`, `send_checked`) go out.
   `torque(False)` (confirmed or not: a stop is never undone by a lost reply), `estop()` and `disconnect()` end it;
-  a `torque(True)` that some servo did not confirm changes nothing (it switched nothing off).
+  a `torque(True)` that some servo did not confirm changes nothing (it switched nothing off). (A framed controller
+  latches its own e-stop and refuses commands itself, so the framed link's `estop()` leaves the host state as is.)
 
 Commands are checked in this order, so the most important reason is the one reported: e-stop latch (`EStopError`),
 lifecycle (`NotActiveError`), finite values (`SafetyError`), range (`OutOfRangeError`)."""
