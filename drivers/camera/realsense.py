@@ -132,6 +132,8 @@ class RealSenseCamera(Camera):
         self._streams: set = {"color", "depth"} if self.config.depth else {"color"}
         self._planned = False
         self.playback_warning: Optional[str] = None
+        self._sensor_playback = None  # recordings played as fast as possible (keep-all)
+        self._warned_unpaired = False
 
     # --- open / close -----------------------------------------------------------------------------------------
     def _rs_config(self):
@@ -201,13 +203,24 @@ class RealSenseCamera(Camera):
                                   if "depth" in self._streams else []))
             raise CameraError(f"{what}: cannot start {asked} @ {c.fps} fps: {exc}; {hint}") from exc
         dev = profile.get_device()
+        self._take_profiles(dev, profile.get_stream(rs.stream.color) if "color" in self._streams else None,
+                            profile.get_stream(rs.stream.depth) if "depth" in self._streams else None)
+        self._playback = dev.as_playback() if self.is_playback else None
+        if self._playback is not None:
+            self._playback.set_real_time(bool(self.config.real_time))  # again on the started device (idempotent)
+        self._last_number = -1
+        self._pipeline = pipeline
+        self._silent_since = None
+        self._frames_since_start = 0
+
+    def _take_profiles(self, dev, color, depth) -> None:
+        """Serial, intrinsics, depth-to-colour extrinsics, depth scale and the aligner from the started profiles."""
+        rs = self._rs
         if dev.supports(rs.camera_info.serial_number):
             self.serial = self.config.serial or dev.get_info(rs.camera_info.serial_number)
-        color = profile.get_stream(rs.stream.color) if "color" in self._streams else None
         if color is not None:
             self.intrinsics = _intrinsics(color)
-        if "depth" in self._streams:
-            depth = profile.get_stream(rs.stream.depth)
+        if depth is not None:
             self.depth_intrinsics = _intrinsics(depth)
             if color is not None:
                 try:
@@ -217,20 +230,40 @@ class RealSenseCamera(Camera):
                 except RuntimeError:
                     log.warning("camera %s: no depth-to-color extrinsics in the device/recording", self.serial)
             self.depth_scale = float(dev.first_depth_sensor().get_depth_scale())
-            self._align = rs.align(rs.stream.color) if self.config.align and color is not None else None
-        self._playback = dev.as_playback() if self.is_playback else None
-        if self._playback is not None:
-            self._playback.set_real_time(bool(self.config.real_time))  # again on the started device (idempotent)
+        self._align = rs.align(rs.stream.color) if self.config.align and color is not None and depth is not None \
+            else None
+
+    def _start_sensor_playback(self) -> None:
+        """A recording played as fast as possible: sensor by sensor, pairs made by timestamp (drivers/camera/playback.py)."""
+        from drivers.camera.playback import SensorPlayback
+
+        c = self.config
+        _check_file(c.playback_file)
+        if not self._planned:
+            self._plan_playback()
+            self._planned = True
+        want = {}
+        if "color" in self._streams:
+            want["color"] = (c.width, c.height, c.color_format, c.fps)
+        if "depth" in self._streams:
+            want["depth"] = (c.depth_width or c.width, c.depth_height or c.height, "z16", c.fps)
+        player = SensorPlayback(self._rs, str(c.playback_file), want)
+        player.open()
+        self._take_profiles(player.device, player.profiles.get("color"), player.profiles.get("depth"))
         self._last_number = -1
-        self._pipeline = pipeline
-        self._silent_since = None
-        self._frames_since_start = 0
+        self._sensor_playback = player
 
     def _open(self) -> None:
         self._rs = import_rs()
-        self._start_pipeline()
+        if self.keep_all:
+            self._start_sensor_playback()
+        else:
+            self._start_pipeline()
 
     def _close(self) -> None:
+        if self._sensor_playback is not None:
+            player, self._sensor_playback = self._sensor_playback, None
+            player.close()
         if self._pipeline is not None:
             try:
                 self._pipeline.stop()
@@ -246,18 +279,19 @@ class RealSenseCamera(Camera):
             frames = self._align.process(frames.as_frameset())
         else:
             frames = frames.as_frameset()
-        img = depth = None
         color = frames.get_color_frame() if "color" in self._streams else None
-        if "color" in self._streams:
-            if not color:
-                return None
+        d = frames.get_depth_frame() if "depth" in self._streams else None
+        if ("color" in self._streams and not color) or ("depth" in self._streams and not d):
+            return None
+        return self._to_frame(color, d, arrival)
+
+    def _to_frame(self, color, d, arrival: float) -> Optional[Frame]:
+        img = depth = None
+        if color:
             img = np.asanyarray(color.get_data()).copy()  # (H, W, 3) uint8; copy: librealsense reuses its buffers
             if self.config.color_format == "bgr8":
                 img = img[:, :, ::-1].copy()
-        d = frames.get_depth_frame() if "depth" in self._streams else None
-        if "depth" in self._streams:
-            if not d:
-                return None
+        if d:
             depth = np.asanyarray(d.get_data()).copy()  # (H, W) uint16
         main = color if color else d  # frame number and clock: colour's, or depth's in a depth-only recording
         number = int(main.get_frame_number())
@@ -267,7 +301,25 @@ class RealSenseCamera(Camera):
         return Frame(color=img, depth=depth, timestamp=arrival, frame_number=number, serial=self.serial,
                      device_timestamp_ms=float(main.get_timestamp()))
 
+    def _grab_recording(self, timeout_s: float) -> Optional[Frame]:
+        got = self._sensor_playback.next(timeout_s)  # RecordingEndedError at the end
+        if got is None:
+            return None
+        arrival = time.monotonic()
+        color, depth, frameset = got
+        if frameset is not None and self._align is not None:
+            aligned = self._align.process(frameset)
+            color, depth = aligned.get_color_frame(), aligned.get_depth_frame()
+        if "depth" in self._streams and "color" in self._streams and depth is None and not self._warned_unpaired:
+            self._warned_unpaired = True
+            log.warning("recording %s: colour frame %d has no depth frame within half a frame period; it is "
+                        "delivered with depth None (and so are later ones like it)", self.config.playback_file,
+                        color.get_frame_number())
+        return self._to_frame(color, depth, arrival)
+
     def _grab(self, timeout_s: float) -> Optional[Frame]:
+        if self._sensor_playback is not None:
+            return self._grab_recording(timeout_s)
         rs = self._rs
         if self._pipeline is None:
             self._try_restart()
