@@ -6,6 +6,10 @@ edge/backends/trt_compat.py); optimization profiles from the export metadata, a 
 manifest (TensorRT version, compute capability, precision, source checksums) the runtime checks before loading.
 One component at a time, each builder's objects and serialized plan released before the next (host memory on a
 unified-memory Jetson), the plan written from TensorRT's buffer without a bytes copy.
+Device precision of the layers left unquantized (`high_precision`, default bf16): the engines directory keeps them
+in float32 (the CPU accuracy gate runs it); a BF16/FP16 copy of each graph is written weight by weight beside the
+engines being built (quantize/lowprec.py; FP16 only where the calibration ranges allow, quantize/fp16_check.py),
+TensorRT parses that copy, and the copy is deleted once the engines are built; "fp32" builds the graphs as they are.
 TensorRT is imported lazily; everything before the first TensorRT call is plain Python and tested on CPU machines;
 the TensorRT calls are exercised only by a recording fake (tests/quantize/test_build_tensorrt_fake.py), never on
 hardware here (no TensorRT on these machines)."""
@@ -27,6 +31,7 @@ from edge.files import read_json_object, require_keys
 from edge.manifest import profile_shapes, sha256_file, verify_files
 
 from .export import write_manifest
+from .lowprec import DEFAULT_HIGH_PRECISION, LowPrecisionError, check_high_precision, convert_engines_dir
 from .precision import check_precision_supported
 
 if TYPE_CHECKING:  # typed by tensorrt-stubs in CI (requirements/typecheck_tensorrt.sh)
@@ -34,8 +39,8 @@ if TYPE_CHECKING:  # typed by tensorrt-stubs in CI (requirements/typecheck_tenso
 
 log = logging.getLogger(__name__)
 WEAK_TYPING = ("--fp16 asked TensorRT to pick FP16 kernels by itself (weak typing, BuilderFlag.FP16), which "
-               "TensorRT 11 removes. Put the precision in the ONNX instead: `imagewam-edge quantize --high-precision "
-               "fp16` (or an FP16/BF16 export), then build without --fp16 (always strongly typed)")
+               "TensorRT 11 removes. Put the precision in the ONNX instead: build without --fp16 and with `--high-precision "
+               "fp16` (or the bf16 default), which types the graphs before TensorRT parses them (always strongly typed)")
 
 
 def import_tensorrt() -> Any:
@@ -81,24 +86,51 @@ def plan_build(onnx_dir: Path, compute_capability: tuple[int, int]) -> dict:
     return {"manifest": manifest, "precision": precision, "components": components}
 
 
+def device_high_precision(manifest: dict, requested: str | None) -> tuple[str, bool]:
+    """-> (the type of the unquantized layers in the engines, whether build converts to it). `requested` None means
+    the default (bf16). A directory whose graphs are already typed (quantize --method modelopt --high-precision
+    fp16) is built as it is when nothing else is asked for."""
+    source = manifest.get("high_precision", "fp32")
+    if requested is not None:
+        check_high_precision(requested)
+    if source != "fp32":
+        if requested in (None, source):
+            return source, False
+        raise LowPrecisionError(f"the ONNX graphs are already {source} outside their Q/DQ nodes (manifest "
+                                f"high_precision); --high-precision {requested} needs the float32 ones: quantize "
+                                "again without --high-precision, or build with --high-precision " + source)
+    wanted = requested or DEFAULT_HIGH_PRECISION
+    return wanted, wanted != "fp32"
+
+
 def build_engines(onnx_dir: str | Path, out: str | Path, workspace_gb: float = 4.0, timing_cache: str | Path | None = None,
                   fp16: bool = False, compute_capability: tuple[int, int] | None = None,
-                  progress: Callable[[str], None] = lambda s: None) -> dict:
-    """`fp16` is refused (weak typing; see WEAK_TYPING): kept as a parameter so the old flag gets the explanation."""
+                  progress: Callable[[str], None] = lambda s: None, high_precision: str | None = None) -> dict:
+    """`fp16` is refused (weak typing; see WEAK_TYPING): kept as a parameter so the old flag gets the explanation.
+    `high_precision` ("bf16" default, "fp16", "fp32"): the type of the layers left unquantized on the device."""
     if fp16:
         raise ConfigError(WEAK_TYPING)
     onnx_dir, out = Path(onnx_dir), Path(out)
     cc = compute_capability or device_compute_capability()
     plan = plan_build(onnx_dir, cc)
+    device_hp, convert = device_high_precision(plan["manifest"], high_precision)
     trt_module = import_tensorrt()
     logger = trt_module.Logger(trt_module.Logger.WARNING)
     cache_path = Path(timing_cache) if timing_cache else out.parent / "timing.cache"
     # built in a staging directory beside OUT; a crash or kill leaves OUT as it was (edge.atomic)
     with staged_dir(out) as tmp:
+        conversion = None
+        if convert:  # the device-precision copy lives in the staging directory and goes before the swap
+            progress(f"converting the unquantized layers to {device_hp} (float32 islands: norms, softmax, sinusoids)")
+            converted = tmp / f"onnx-{device_hp}"
+            conversion = convert_engines_dir(onnx_dir, converted, device_hp, progress)
+            for comp, item in plan["components"].items():
+                item["onnx"] = converted / f"{comp}.onnx"
         cache_blob = cache_path.read_bytes() if cache_path.exists() else b""
         built = {}
         for i, (comp, item) in enumerate(plan["components"].items(), 1):
-            progress(f"[{i}/{len(plan['components'])}] building {comp} ({plan['precision']}, strongly typed)")
+            progress(f"[{i}/{len(plan['components'])}] building {comp} ({plan['precision']}, unquantized layers "
+                     f"{device_hp}, strongly typed)")
             t0 = time.perf_counter()
             nbytes, cache_blob = build_one(trt_module, logger, item, tmp / f"{comp}.engine", workspace_gb, cache_blob)
             gc.collect()  # the builder, network, parser and plan of this component are gone before the next one
@@ -110,17 +142,24 @@ def build_engines(onnx_dir: str | Path, out: str | Path, workspace_gb: float = 4
             progress(f"      {comp}: {nbytes / 2**20:.1f} MiB in {built[comp]['seconds']} s "
                      f"(host RSS {now:.0f} MiB, peak {peak:.0f} MiB)")
         atomic_write_bytes(cache_path, cache_blob)
+        if convert:
+            shutil.rmtree(tmp / f"onnx-{device_hp}")
         for name in ("policy.json", "dataset_stats.json", "prompts.npz"):
             if (onnx_dir / name).exists():
                 shutil.copy(onnx_dir / name, tmp / name)
         src = plan["manifest"]
         manifest = write_manifest(tmp, "tensorrt", plan["precision"], {
             "variant": src.get("variant"), "tensorrt": trt_module.__version__, "compute_capability": list(cc),
-            "strongly_typed": True, "components": sorted(built), "source": src.get("source"),
+            "strongly_typed": True, "high_precision": device_hp, "components": sorted(built), "source": src.get("source"),
             "onnx": {"dir": str(onnx_dir.resolve()), "manifest_sha256": sha256_file(onnx_dir / "manifest.json")},
-            "build": built})
+            "build": built, **({"conversion": _conversion_summary(conversion)} if conversion else {})})
         replace_dir(tmp, out)  # the previous engines stay until the new ones are complete
     return manifest
+
+
+def _conversion_summary(conversion: dict) -> dict:
+    return {comp: {k: r[k] for k in ("converted", "kept_fp32", "casts", "seconds")} | {"fp32_islands": len(r["fp32_islands"])}
+            for comp, r in conversion.items()}
 
 
 def build_one(trt_module: Any, logger: trt.ILogger, item: dict, path: Path, workspace_gb: float,

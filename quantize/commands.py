@@ -145,9 +145,13 @@ def register_device(sub) -> None:
     p.add_argument("--timing-cache", help="timing cache file (default OUT/../timing.cache; reused across builds)")
     p.add_argument("--fp16", action="store_true",
                    help="REFUSED now: builds are strongly typed (TensorRT 11 removes BuilderFlag.FP16 and weak typing), "
-                   "so precision comes from the ONNX types; export the layers left unquantized in FP16/BF16 instead "
-                   "(e.g. imagewam-edge quantize --onnx engines/fp32 --precision int8 --method modelopt "
-                   "--high-precision fp16 --out engines/int8) and build without --fp16")
+                   "so precision comes from the ONNX types; use --high-precision fp16 (or the bf16 default), which "
+                   "types the ONNX graphs before TensorRT parses them")
+    p.add_argument("--high-precision", choices=["bf16", "fp16", "fp32"], default=None,
+                   help="type of the layers left unquantized on the device: bf16 (default; FP32 islands for norms, "
+                   "softmax and sinusoid angles; engine I/O stays float32), fp16 (only where the calibration ranges "
+                   "stay under FP16's range: refused naming the layer otherwise), or fp32 (the graphs as they are). "
+                   "Example: imagewam-edge build --onnx engines/int8 --out engines/int8-trt --high-precision fp16")
     p.add_argument("--json", action="store_true")
 
     p = command(sub, "verify", "Compare engines with a reference on the same observations and noise (per component "
@@ -181,12 +185,13 @@ def _build(args) -> int:
     from .build import build_engines
 
     manifest = build_engines(args.onnx, args.out, workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,
-                             fp16=args.fp16, progress=lambda s: print(s, flush=True))
+                             fp16=args.fp16, progress=lambda s: print(s, flush=True),
+                             high_precision=args.high_precision)
     if args.json:
         emit_json(manifest)
     else:
         print(f"wrote {args.out}: TensorRT {manifest['tensorrt']}, sm {'.'.join(map(str, manifest['compute_capability']))}, "
-              f"{manifest['precision']}")
+              f"{manifest['precision']} (unquantized layers {manifest.get('high_precision', 'fp32')})")
     return 0
 
 

@@ -1,0 +1,306 @@
+"""Device precision for the layers left unquantized: a BF16 (default) or FP16 copy of an engines directory's ONNX
+for strongly typed TensorRT builds (TensorRT 11 takes every layer's type from the graph), written weight by weight.
+
+The quantized engines directory stays FP32 outside its Q/DQ nodes: the accuracy gate runs it with onnxruntime on the
+CPU. `imagewam-edge build --high-precision bf16|fp16` converts a copy just before TensorRT parses it:
+- every float32 initializer becomes BF16/FP16 (the 8-bit MatMul/Conv weights stay 8-bit), the Q/DQ scales too
+  (QuantizeLinear/DequantizeLinear-19 take bfloat16/float16 scales; a DequantizeLinear's output type is its scale's),
+  and every float tensor computed outside an FP32 island follows;
+- FP32 islands (FP32_OPS, modules whose name scope names a norm, and the angle math feeding Sin/Cos) keep float32,
+  with Casts on the edges that cross; their parameters stay float32 (the only float32 initializers left);
+- the graph inputs and outputs stay float32 (a Cast after each input, one before each output), so the engines'
+  I/O contract and edge/backends are unchanged.
+Memory: the graph is read without its weights; each initializer is read from the source's external data by offset,
+converted and appended to the copy's data file before the next is read (quantize/compact.py's reader and writer):
+the peak is one float32 weight and its 16-bit copy whatever the model size.
+FP16 is refused where the calibration ranges say it would overflow (quantize/fp16_check.py)."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edge.errors import ImageWAMEdgeError
+
+HIGH_PRECISIONS = ("bf16", "fp16", "fp32")
+DEFAULT_HIGH_PRECISION = "bf16"
+QDQ_OPSET = 19  # bfloat16/float16 Q/DQ scales
+# ops computed in float32 whatever the device precision: normalisation statistics, softmax, the sinusoid angles
+FP32_OPS = frozenset({"LayerNormalization", "InstanceNormalization", "GroupNormalization", "RMSNormalization",
+                      "BatchNormalization", "LpNormalization", "Softmax", "LogSoftmax", "Sin", "Cos",
+                      "ReduceMean", "Pow", "Sqrt", "Reciprocal", "ConstantOfShape"})  # ConstantOfShape: FP32 in TensorRT
+HEAVY_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})  # never pulled into an FP32 island
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+TYPE_AGNOSTIC = frozenset({"Shape", "Size"})  # read a float tensor's shape only: no Cast needed
+FLOAT32_INPUTS = {("Resize", 2)}  # inputs that the ONNX spec keeps float32 (Resize scales)
+
+
+class LowPrecisionError(ImageWAMEdgeError):
+    """The graph cannot be converted to the requested device precision."""
+
+
+def elem_type(name: str) -> int:
+    from onnx import TensorProto
+
+    return {"bf16": TensorProto.BFLOAT16, "fp16": TensorProto.FLOAT16}[name]
+
+
+def np_type(name: str):
+    import ml_dtypes
+
+    return {"bf16": ml_dtypes.bfloat16, "fp16": np.float16}[name]
+
+
+def check_high_precision(name: str) -> None:
+    if name not in HIGH_PRECISIONS:
+        raise LowPrecisionError(f"--high-precision {name}: one of {', '.join(HIGH_PRECISIONS)}")
+
+
+def _in_norm_scope(node) -> bool:
+    from .precision import node_scopes
+
+    return any("norm" in s.rsplit(".", 1)[-1].lower() for s in node_scopes(node)[-2:])
+
+
+@dataclass
+class Plan:
+    """Per node: FP32 island or low; per float32 initializer: converted or kept; the Casts to insert."""
+
+    fp32_nodes: set[int]  # indices into graph.node
+    float_tensors: set[str]  # every tensor typed float32 in the source graph
+    low_inits: set[str] = field(default_factory=set)
+    fp32_inits: set[str] = field(default_factory=set)  # declared FP32 island parameters
+    scales: set[str] = field(default_factory=set)  # Q/DQ scales (converted with the rest)
+
+
+def _types(model) -> dict[str, int]:
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    out = {i.name: i.data_type for i in model.graph.initializer}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            out[vi.name] = vi.type.tensor_type.elem_type
+    return out
+
+
+def plan_conversion(model) -> Plan:
+    """Decide the FP32 islands and what becomes of every float32 initializer (graph-only model)."""
+    from onnx import TensorProto
+
+    types = _types(model)
+    untyped = [o for n in model.graph.node for o in n.output if o and o not in types]
+    if untyped:
+        raise LowPrecisionError(f"the types of {len(untyped)} tensor(s) are unknown ({', '.join(untyped[:3])}): export "
+                                "the graph again (the exporter writes value_info for every tensor)")
+    floats = {k for k, v in types.items() if v == TensorProto.FLOAT}
+    nodes = list(model.graph.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    fp32 = {i for i, n in enumerate(nodes) if n.op_type in FP32_OPS or (n.op_type not in HEAVY_OPS | QDQ_OPS
+                                                                      and _in_norm_scope(n))}
+    # the angle math of sinusoidal embeddings: everything float upstream of a Sin/Cos up to inputs or weighted layers
+    stack = [i for i, n in enumerate(nodes) if n.op_type in ("Sin", "Cos")]
+    while stack:
+        for t in nodes[stack.pop()].input:
+            j = producer.get(t)
+            if t in floats and j is not None and j not in fp32 and nodes[j].op_type not in HEAVY_OPS | QDQ_OPS:
+                fp32.add(j)
+                stack.append(j)
+    plan = Plan(fp32, floats)
+    wants: dict[str, set[bool]] = {}
+    for i, n in enumerate(nodes):
+        for k, t in enumerate(n.input):
+            if t in floats and n.op_type not in TYPE_AGNOSTIC:
+                wants.setdefault(t, set()).add(i in fp32 or (n.op_type, k) in FLOAT32_INPUTS)
+                if n.op_type in QDQ_OPS and k == 1:
+                    plan.scales.add(t)
+    for init in model.graph.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            (plan.fp32_inits if True in wants.get(init.name, {False}) else plan.low_inits).add(init.name)
+    return plan
+
+
+def rewrite_graph(model, plan: Plan, low: str) -> dict:
+    """Retype the graph in place (initializers already converted by the caller): Casts where an edge crosses
+    between float32 and the low type, float32 graph inputs/outputs, Cast/Constant attributes, value_info."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    lt = elem_type(low)
+    nodes = list(model.graph.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    graph_inputs = {i.name for i in model.graph.input}
+
+    def is_low(t: str) -> bool:  # the type tensor t has after conversion (float tensors only)
+        if t in producer:
+            return producer[t] not in plan.fp32_nodes
+        return t in plan.low_inits  # graph inputs and island parameters stay float32
+
+    casts: dict[tuple[str, bool], str] = {}
+    cast_nodes = []
+
+    def cast(t: str, to_low: bool) -> str:
+        key = (t, to_low)
+        if key not in casts:
+            casts[key] = f"{t}__{low if to_low else 'fp32'}"
+            cast_nodes.append((producer.get(t, -1), helper.make_node(
+                "Cast", [t], [casts[key]], name=f"{t}__cast_{low if to_low else 'fp32'}", to=lt if to_low else TensorProto.FLOAT)))
+        return casts[key]
+
+    crossing = 0
+    for i, n in enumerate(nodes):
+        want_low = i not in plan.fp32_nodes
+        for k, t in enumerate(n.input):
+            if t not in plan.float_tensors or n.op_type in TYPE_AGNOSTIC:
+                continue
+            wl = want_low and (n.op_type, k) not in FLOAT32_INPUTS
+            if is_low(t) != wl:
+                n.input[k] = cast(t, wl)
+                crossing += 1
+        if want_low:
+            _retype_attributes(n, lt, low, numpy_helper)
+    # graph outputs stay float32: the producer writes NAME__low, a Cast writes NAME
+    renamed = {}
+    for out in model.graph.output:
+        if out.name in plan.float_tensors and out.name in producer and is_low(out.name):
+            renamed[out.name] = f"{out.name}__{low}"
+    for n in nodes:
+        for k, t in enumerate(n.input):
+            if t in renamed:
+                n.input[k] = renamed[t]
+        for k, t in enumerate(n.output):
+            if t in renamed:
+                n.output[k] = renamed[t]
+    for old, new in renamed.items():
+        cast_nodes.append((producer[old], helper.make_node("Cast", [new], [old], name=f"{old}__cast_output",
+                                                           to=TensorProto.FLOAT)))
+    # each Cast right after its producer (graph inputs and initializers: at the head): still topologically sorted
+    after: dict[int, list] = {}
+    for idx, node in cast_nodes:
+        after.setdefault(idx, []).append(node)
+    ordered = list(after.get(-1, []))
+    for i, n in enumerate(nodes):
+        ordered.append(n)
+        ordered.extend(after.get(i, []))
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+    for vi in model.graph.value_info:
+        if vi.name in plan.float_tensors and is_low(vi.name):
+            vi.type.tensor_type.elem_type = lt
+        if vi.name in renamed:
+            vi.name = renamed[vi.name]
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx") and imp.version < QDQ_OPSET and plan.scales:
+            imp.version = QDQ_OPSET
+    del graph_inputs
+    return {"casts": len(cast_nodes), "crossing_edges": crossing,
+            "fp32_nodes": sorted(nodes[i].name for i in plan.fp32_nodes)}
+
+
+def _retype_attributes(node, lt: int, low: str, numpy_helper) -> None:
+    from onnx import TensorProto
+
+    for a in node.attribute:
+        if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT:
+            a.i = lt
+        elif node.op_type in ("Constant", "ConstantOfShape") and a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+            arr = numpy_helper.to_array(a.t).astype(np_type(low))
+            a.t.CopyFrom(_tensor(a.t.name, arr, lt))
+
+
+def _tensor(name: str, arr: np.ndarray, data_type: int):
+    from onnx import TensorProto
+
+    t = TensorProto(name=name, data_type=data_type, dims=list(arr.shape))
+    t.raw_data = np.ascontiguousarray(arr).tobytes()
+    return t
+
+
+def convert_component(src: Path, dst: Path, low: str, check: Callable[[str, np.ndarray, bool], None] | None = None,
+                      progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Write `dst` (+ `dst.data` when the source has external data) from the graph `src` with the layers outside the
+    FP32 islands in `low` ("bf16" | "fp16"). `check(name, converted, is_scale)` sees each converted initializer
+    (quantize/fp16_check.py refuses overflow/underflow there). Returns what was converted and kept."""
+    import onnx
+    from onnx import TensorProto
+
+    from .compact import DataWriter, SourceTensors
+
+    if low not in ("bf16", "fp16"):
+        raise LowPrecisionError(f"convert to {low!r}: one of bf16, fp16")
+    t0 = time.monotonic()
+    model = onnx.load(str(src), load_external_data=False)
+    plan = plan_conversion(model)
+    external = any(i.data_location == TensorProto.EXTERNAL for i in model.graph.initializer)
+    source = SourceTensors(model, src.parent)
+    writer = DataWriter(dst.with_name(dst.name + ".data") if external else None)
+    lt, nt = elem_type(low), np_type(low)
+    new_inits, stats = [], {"converted": 0, "kept_fp32": 0, "other": 0, "bytes_in": 0, "bytes_out": 0}
+    try:
+        for init in model.graph.initializer:
+            array = source.read(init.name)
+            stats["bytes_in"] += array.nbytes
+            if init.name in plan.low_inits:
+                with np.errstate(over="ignore"):  # an FP16 overflow becomes inf, which `check` names
+                    conv = array.astype(nt)
+                if check is not None:
+                    check(init.name, conv, init.name in plan.scales)
+                new_inits.append(writer.tensor(init.name, conv, lt))
+                stats["converted"] += 1
+                stats["bytes_out"] += conv.nbytes
+                del conv
+            else:
+                new_inits.append(writer.tensor(init.name, array, init.data_type))
+                stats["kept_fp32" if init.name in plan.fp32_inits else "other"] += 1
+                stats["bytes_out"] += array.nbytes
+            del array
+    finally:
+        writer.close()
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(new_inits)
+    info = rewrite_graph(model, plan, low)
+    dst.unlink(missing_ok=True)
+    onnx.save(model, str(dst))
+    progress(f"      {dst.stem}: {stats['converted']} initializers to {low}, {stats['kept_fp32']} kept fp32 (islands), "
+             f"{len(info['fp32_nodes'])} fp32 nodes, {info['casts']} casts, {time.monotonic() - t0:.1f} s")
+    return {**stats, "high_precision": low, "casts": info["casts"], "fp32_islands": info["fp32_nodes"],
+            "fp32_initializers": sorted(plan.fp32_inits), "seconds": round(time.monotonic() - t0, 2)}
+
+
+def convert_engines_dir(src: str | Path, dst: str | Path, high_precision: str = DEFAULT_HIGH_PRECISION,
+                        progress: Callable[[str], None] = lambda s: None) -> dict:
+    """A copy of the ONNX engines directory `src` at `dst` (created; must not exist) with every listed component
+    converted to `high_precision`; metadata and manifest follow (manifest "high_precision"). FP16 is checked against
+    the calibration ranges first (quantize/fp16_check.py) and refused naming the layer that would overflow."""
+    from .export import write_manifest
+    from .fp16_check import check_fp16_ranges, fp16_weight_check
+
+    check_high_precision(high_precision)
+    if high_precision == "fp32":
+        raise LowPrecisionError("fp32 needs no conversion: build from the directory itself")
+    src, dst = Path(src), Path(dst)
+    manifest = json.loads((src / "manifest.json").read_text())
+    components = list(manifest.get("components", []))
+    if high_precision == "fp16":
+        check_fp16_ranges(src, components)
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name != "manifest.json" and not any(f.name.startswith(c + ".onnx") for c in components):
+            shutil.copy(f, dst / f.name)
+    report = {}
+    for comp in components:
+        check = fp16_weight_check(comp) if high_precision == "fp16" else None
+        report[comp] = convert_component(src / f"{comp}.onnx", dst / f"{comp}.onnx", high_precision, check, progress)
+        meta_path = dst / f"{comp}.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            meta["high_precision"] = high_precision
+            meta_path.write_text(json.dumps(meta, indent=1))
+    extra = {k: v for k, v in manifest.items() if k not in ("kind", "precision", "files", "created")}
+    write_manifest(dst, "onnx", manifest.get("precision", "fp32"), {**extra, "high_precision": high_precision,
+                                                                    "converted_from": str(src.resolve())})
+    return report
