@@ -217,19 +217,13 @@ def system_facts(backend=None) -> dict:
 def load_bench_policy(args, engines: str | None):
     from .cli_util import torch_device_options
 
+    from .loader import PolicySource, load_policy
+
     backend = args.backend or ("onnxruntime" if engines else "torch")
-    torch_opts = torch_device_options(args, backend)
-    if engines:
-        from .engines import load_engine_policy
-
-        if backend == "torch":
-            raise ConfigError("--backend torch runs a checkpoint: pass --checkpoint DIR")
-        return load_engine_policy(engines, backend=backend, prompt_cache=args.prompt_cache, threads=args.threads), backend
-    if backend != "torch":
-        raise ConfigError(f"--backend {backend} runs exported engines: pass --engines DIR")
-    from quantize.variants import load_policy
-
-    return load_policy(args.checkpoint, prompt_cache=args.prompt_cache, **torch_opts).policy, backend
+    source = PolicySource(engines=engines, checkpoint=None if engines else args.checkpoint, backend=backend,
+                          prompt_cache=args.prompt_cache, threads=args.threads if engines else 0,
+                          **torch_device_options(args, backend))
+    return load_policy(source), backend
 
 
 def run_bench(args, progress: Callable[[str], None] = lambda s: None) -> dict:

@@ -70,11 +70,10 @@ class ReferencePath:
 
 
 def compare_reference(args, ours, progress: Callable[[str], None] = lambda s: None) -> dict:
-    from quantize.variants import load_policy
-
+    from .loader import PolicySource, load_checkpoint_policy
     from .synthetic import synthetic_observation
 
-    loaded = load_policy(args.checkpoint)
+    loaded = load_checkpoint_policy(PolicySource(checkpoint=args.checkpoint))
     ref = ReferencePath(loaded)
     n, warm = max(1, args.iterations), args.warmup
     spec = ours.spec

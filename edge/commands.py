@@ -33,22 +33,13 @@ def register(sub) -> None:
 
 
 def load_policy(args):
-    """(policy, description) for --checkpoint (torch) or --engines (onnxruntime / tensorrt)."""
+    """The policy for --checkpoint (torch) or --engines (onnxruntime / tensorrt), through edge/loader.py."""
+    from .loader import PolicySource, load_policy as load
+
     backend = args.backend or ("torch" if args.checkpoint else "onnxruntime")
-    torch_opts = torch_device_options(args, backend)
-    if args.checkpoint:
-        if backend != "torch":
-            raise ConfigError(f"--backend {backend} runs exported engines: pass --engines DIR (see `imagewam-edge export`)")
-        from quantize.model.checkpoint import DTYPES
-        from quantize.variants import load_policy as load_torch_policy
-
-        dtype = None if args.dtype == "auto" else DTYPES[args.dtype]
-        loaded = load_torch_policy(args.checkpoint, base=args.base, dtype=dtype, prompt_cache=args.prompt_cache,
-                                   steps=args.steps, **torch_opts)
-        return loaded.policy
-    from .engines import load_engine_policy
-
-    return load_engine_policy(args.engines, backend=backend, prompt_cache=args.prompt_cache, steps=args.steps)
+    return load(PolicySource(engines=args.engines, checkpoint=args.checkpoint, backend=backend, base=args.base,
+                             dtype=args.dtype, prompt_cache=args.prompt_cache, steps=args.steps,
+                             **torch_device_options(args, backend)))
 
 
 def _infer(args) -> int:

@@ -37,15 +37,13 @@ def register(sub) -> None:
 def load_eval_policy(checkpoint=None, engines=None, backend=None, threads: int = 0, workdir=None,
                      progress=lambda s: None, device: str = "cpu", compile: bool = False):
     """A policy for the task from engines, or from a checkpoint (exported to `workdir`, or PyTorch on `device`)."""
-    from .engines import load_engine_policy
+    from .loader import PolicySource, load_policy
     from .task.world import instructions
 
     if engines:
-        return load_engine_policy(engines, backend=backend or "onnxruntime", threads=threads)
+        return load_policy(PolicySource(engines=engines, backend=backend or "onnxruntime", threads=threads))
     if backend == "torch":
-        from quantize.variants import load_policy
-
-        return load_policy(checkpoint, device=device, compile=compile).policy
+        return load_policy(PolicySource(checkpoint=checkpoint, backend="torch", device=device, compile=compile))
     from .errors import require
 
     require("torch", "export")
@@ -53,7 +51,7 @@ def load_eval_policy(checkpoint=None, engines=None, backend=None, threads: int =
 
     progress(f"exporting {checkpoint} to ONNX in {workdir}")
     export_checkpoint(checkpoint, workdir, instructions=instructions())
-    return load_engine_policy(workdir, backend=backend or "onnxruntime", threads=threads)
+    return load_policy(PolicySource(engines=str(workdir), backend=backend or "onnxruntime", threads=threads))
 
 
 def _eval(args) -> int:

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def load_policy(pcfg: PolicyConfig, source: str, progress: Callable[[str], None] = lambda s: None):
     if pcfg.backend == "torch":
         return load_torch_policy(pcfg, pcfg.torch_device())
-    from .engines import load_engine_policy
+    from .loader import PolicySource, load_policy as load
 
     engines = pcfg.engines
     if engines == "@default":
@@ -33,8 +33,8 @@ def load_policy(pcfg: PolicyConfig, source: str, progress: Callable[[str], None]
     elif engines and engines.startswith("@"):
         raise ConfigError(f"{source}: field `policy.engines` {engines!r}: the only special value is @default")
     try:
-        return load_engine_policy(engines, backend=pcfg.backend, prompt_cache=pcfg.prompt_cache, steps=pcfg.steps,
-                                  threads=pcfg.threads)
+        return load(PolicySource(engines=engines, backend=pcfg.backend, prompt_cache=pcfg.prompt_cache,
+                                 steps=pcfg.steps, threads=pcfg.threads))
     except ENGINE_LOAD_ERRORS as exc:
         if not pcfg.fallback:
             raise
@@ -52,10 +52,10 @@ ENGINE_LOAD_ERRORS = (ImageWAMEdgeError, ImportError, OSError, RuntimeError)
 
 
 def load_torch_policy(pcfg: PolicyConfig, device: str):
-    from quantize.variants import load_policy as load_torch
+    from .loader import PolicySource, load_policy
 
-    return load_torch(pcfg.checkpoint, prompt_cache=pcfg.prompt_cache, steps=pcfg.steps or 10, device=device,
-                      compile=pcfg.compile).policy
+    return load_policy(PolicySource(checkpoint=pcfg.checkpoint, backend="torch", prompt_cache=pcfg.prompt_cache,
+                                    steps=pcfg.steps or 10, device=device, compile=pcfg.compile))
 
 
 def open_camera(cc: CameraConfig, i: int, source: str):
