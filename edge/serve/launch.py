@@ -3,6 +3,7 @@ serving environment, wait until both models are ready, stop it (SIGTERM, or SIGK
 tritonserver and its stubs)."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -16,6 +17,8 @@ from typing import Callable, Optional, Sequence
 
 from . import protocol
 from .errors import ServeEnvError
+
+log = logging.getLogger(__name__)
 
 
 def free_ports(n: int = 3, host: str = "127.0.0.1") -> list[int]:
@@ -75,7 +78,21 @@ class ServerProcess:
                                str(self.metrics), "--log-file", str(self.log_dir / f"triton-{self.starts}.log"),
                                *self.extra])
 
-    def start(self, timeout_s: float = 120.0) -> "ServerProcess":
+    def start(self, timeout_s: float = 120.0, attempts: int = 2) -> "ServerProcess":
+        """Start and wait until ready; a start that fails is tried again (`attempts` in all): PyTriton 0.7 with
+        several instances can lose a start-up race on a loaded machine (the second instance's stub connects to the
+        first one's handshake socket before it listens: ConnectionRefusedError in the model's initialize)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start(timeout_s)
+            except ServeEnvError as exc:
+                if attempt == attempts:
+                    raise
+                log.warning("policy server start %d/%d failed (%s); trying again", attempt, attempts,
+                            str(exc).splitlines()[0])
+        return self
+
+    def _start(self, timeout_s: float) -> "ServerProcess":
         argv, environ = self.command(self)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"server-{self.starts}.out", "w") as out:
@@ -86,8 +103,8 @@ class ServerProcess:
             wait_ready(self.url, timeout_s, alive=lambda: self.proc is not None and self.proc.poll() is None)
         except ServeEnvError as exc:
             self.kill()
-            log = self.log_dir / f"server-{self.starts - 1}.out"
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
+            out = self.log_dir / f"server-{self.starts - 1}.out"
+            tail = "\n".join(out.read_text(errors="replace").splitlines()[-20:]) if out.exists() else ""
             raise ServeEnvError(f"{exc} ({self.log_dir}); the server's last lines:\n{tail}") from None
         return self
 
