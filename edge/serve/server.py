@@ -65,23 +65,26 @@ class ServeConfig:
 
 
 def load_policies(cfg: ServeConfig, progress: Callable[[str], None]) -> list:
+    """One policy per instance, through the one policy loader (edge/loader.py) every command uses."""
+    from ..loader import PolicySource, load_policy
+
+    if cfg.backend == "torch":
+        source = PolicySource(checkpoint=cfg.checkpoint, backend="torch", prompt_cache=cfg.prompt_cache,
+                              steps=cfg.steps, device=cfg.device)
+    else:
+        source = PolicySource(engines=cfg.engines, backend=cfg.backend, prompt_cache=cfg.prompt_cache,
+                              steps=cfg.steps, threads=cfg.threads)
     out = []
     for k in range(cfg.instances):
         progress(f"loading policy instance {k + 1}/{cfg.instances} ({cfg.backend})")
-        if cfg.backend == "torch":
-            try:
-                from quantize.variants import load_policy as load_torch
-            except ImportError as exc:
-                raise MissingDependencyError(
-                    f"--backend torch needs torch in the serving environment ({exc}); install it there with: "
-                    "<serve env>/bin/python -m pip install torch (the path: `imagewam-edge serve --env-info`)") from exc
-            out.append(load_torch(cfg.checkpoint, prompt_cache=cfg.prompt_cache, steps=cfg.steps or 10,
-                                  device=cfg.device).policy)
-        else:
-            from ..engines import load_engine_policy
-
-            out.append(load_engine_policy(cfg.engines, backend=cfg.backend, prompt_cache=cfg.prompt_cache,
-                                          steps=cfg.steps, threads=cfg.threads))
+        try:
+            out.append(load_policy(source, progress))
+        except ImportError as exc:
+            if cfg.backend != "torch":
+                raise
+            raise MissingDependencyError(
+                f"--backend torch needs torch in the serving environment ({exc}); install it there with: "
+                "<serve env>/bin/python -m pip install torch (the path: `imagewam-edge serve --env-info`)") from exc
     return out
 
 
