@@ -31,7 +31,8 @@ from edge.files import read_json_object, require_keys
 from edge.manifest import profile_shapes, sha256_file, verify_files
 
 from .export import write_manifest
-from .lowprec import DEFAULT_HIGH_PRECISION, LowPrecisionError, check_high_precision, convert_engines_dir
+from .device_precision import convert_engines_dir
+from .lowprec import DEFAULT_HIGH_PRECISION, LowPrecisionError, check_high_precision
 from .precision import check_precision_supported
 
 if TYPE_CHECKING:  # typed by tensorrt-stubs in CI (requirements/typecheck_tensorrt.sh)

@@ -145,13 +145,13 @@ def register_device(sub) -> None:
     p.add_argument("--timing-cache", help="timing cache file (default OUT/../timing.cache; reused across builds)")
     p.add_argument("--fp16", action="store_true",
                    help="REFUSED now: builds are strongly typed (TensorRT 11 removes BuilderFlag.FP16 and weak typing), "
-                   "so precision comes from the ONNX types; use --high-precision fp16 (or the bf16 default), which "
-                   "types the ONNX graphs before TensorRT parses them")
+                   "so precision comes from the ONNX types, which build sets: --high-precision fp16 or the bf16 "
+                   "default")
     p.add_argument("--high-precision", choices=["bf16", "fp16", "fp32"], default=None,
                    help="type of the layers left unquantized on the device: bf16 (default; FP32 islands for norms, "
                    "softmax and sinusoid angles; engine I/O stays float32), fp16 (only where the calibration ranges "
                    "stay under FP16's range: refused naming the layer otherwise), or fp32 (the graphs as they are). "
-                   "Example: imagewam-edge build --onnx engines/int8 --out engines/int8-trt --high-precision fp16")
+                   "Example: imagewam-edge build --onnx engines/int8 --out engines/int8-trt --high-precision bf16")
     p.add_argument("--json", action="store_true")
 
     p = command(sub, "verify", "Compare engines with a reference on the same observations and noise (per component "

@@ -13,11 +13,13 @@ CPU. `imagewam-edge build --high-precision bf16|fp16` converts a copy just befor
 Memory: the graph is read without its weights; each initializer is read from the source's external data by offset,
 converted and appended to the copy's data file before the next is read (quantize/compact.py's reader and writer):
 the peak is one float32 weight and its 16-bit copy whatever the model size.
-FP16 is refused where the calibration ranges say it would overflow (quantize/fp16_check.py)."""
+FP16 is refused where the calibration ranges say it would overflow (quantize/fp16_check.py).
+Not checked here (no TensorRT): whether TensorRT's attention fusion (MatMul -> Softmax -> MatMul with BF16/FP16/INT8
+matmul inputs) still fires with the Casts around the FP32 Softmax (ModelOpt inserts such Casts itself for FP8
+attention with mha_accumulation_dtype="fp32"); if a device profile shows unfused attention, convert with
+fp32_ops=FP32_OPS - {"Softmax"} (TensorRT's softmax kernels accumulate in FP32 either way)."""
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,7 @@ FP32_OPS = frozenset({"LayerNormalization", "InstanceNormalization", "GroupNorma
 HEAVY_OPS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose"})  # never pulled into an FP32 island
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 TYPE_AGNOSTIC = frozenset({"Shape", "Size"})  # read a float tensor's shape only: no Cast needed
-FLOAT32_INPUTS = {("Resize", 2)}  # inputs that the ONNX spec keeps float32 (Resize scales)
+FLOAT32_INPUTS = {("Resize", 1), ("Resize", 2)}  # inputs kept float32 (Resize roi and scales, as ModelOpt AutoCast)
 
 
 class LowPrecisionError(ImageWAMEdgeError):
@@ -89,8 +91,9 @@ def _types(model) -> dict[str, int]:
     return out
 
 
-def plan_conversion(model) -> Plan:
-    """Decide the FP32 islands and what becomes of every float32 initializer (graph-only model)."""
+def plan_conversion(model, fp32_ops: frozenset[str] = FP32_OPS) -> Plan:
+    """Decide the FP32 islands and what becomes of every float32 initializer (graph-only model). `fp32_ops`: the op
+    types computed in float32 (default FP32_OPS; the Sin/Cos angle math and norm-scoped modules always are)."""
     from onnx import TensorProto
 
     types = _types(model)
@@ -101,7 +104,7 @@ def plan_conversion(model) -> Plan:
     floats = {k for k, v in types.items() if v == TensorProto.FLOAT}
     nodes = list(model.graph.node)
     producer = {o: i for i, n in enumerate(nodes) for o in n.output}
-    fp32 = {i for i, n in enumerate(nodes) if n.op_type in FP32_OPS or (n.op_type not in HEAVY_OPS | QDQ_OPS
+    fp32 = {i for i, n in enumerate(nodes) if n.op_type in fp32_ops or (n.op_type not in HEAVY_OPS | QDQ_OPS
                                                                       and _in_norm_scope(n))}
     # the angle math of sinusoidal embeddings: everything float upstream of a Sin/Cos up to inputs or weighted layers
     stack = [i for i, n in enumerate(nodes) if n.op_type in ("Sin", "Cos")]
@@ -221,7 +224,7 @@ def _tensor(name: str, arr: np.ndarray, data_type: int):
 
 
 def convert_component(src: Path, dst: Path, low: str, check: Callable[[str, np.ndarray, bool], None] | None = None,
-                      progress: Callable[[str], None] = lambda s: None) -> dict:
+                      progress: Callable[[str], None] = lambda s: None, fp32_ops: frozenset[str] = FP32_OPS) -> dict:
     """Write `dst` (+ `dst.data` when the source has external data) from the graph `src` with the layers outside the
     FP32 islands in `low` ("bf16" | "fp16"). `check(name, converted, is_scale)` sees each converted initializer
     (quantize/fp16_check.py refuses overflow/underflow there). Returns what was converted and kept."""
@@ -234,7 +237,7 @@ def convert_component(src: Path, dst: Path, low: str, check: Callable[[str, np.n
         raise LowPrecisionError(f"convert to {low!r}: one of bf16, fp16")
     t0 = time.monotonic()
     model = onnx.load(str(src), load_external_data=False)
-    plan = plan_conversion(model)
+    plan = plan_conversion(model, fp32_ops)
     external = any(i.data_location == TensorProto.EXTERNAL for i in model.graph.initializer)
     source = SourceTensors(model, src.parent)
     writer = DataWriter(dst.with_name(dst.name + ".data") if external else None)
@@ -269,38 +272,3 @@ def convert_component(src: Path, dst: Path, low: str, check: Callable[[str, np.n
              f"{len(info['fp32_nodes'])} fp32 nodes, {info['casts']} casts, {time.monotonic() - t0:.1f} s")
     return {**stats, "high_precision": low, "casts": info["casts"], "fp32_islands": info["fp32_nodes"],
             "fp32_initializers": sorted(plan.fp32_inits), "seconds": round(time.monotonic() - t0, 2)}
-
-
-def convert_engines_dir(src: str | Path, dst: str | Path, high_precision: str = DEFAULT_HIGH_PRECISION,
-                        progress: Callable[[str], None] = lambda s: None) -> dict:
-    """A copy of the ONNX engines directory `src` at `dst` (created; must not exist) with every listed component
-    converted to `high_precision`; metadata and manifest follow (manifest "high_precision"). FP16 is checked against
-    the calibration ranges first (quantize/fp16_check.py) and refused naming the layer that would overflow."""
-    from .export import write_manifest
-    from .fp16_check import check_fp16_ranges, fp16_weight_check
-
-    check_high_precision(high_precision)
-    if high_precision == "fp32":
-        raise LowPrecisionError("fp32 needs no conversion: build from the directory itself")
-    src, dst = Path(src), Path(dst)
-    manifest = json.loads((src / "manifest.json").read_text())
-    components = list(manifest.get("components", []))
-    if high_precision == "fp16":
-        check_fp16_ranges(src, components)
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        if f.is_file() and f.name != "manifest.json" and not any(f.name.startswith(c + ".onnx") for c in components):
-            shutil.copy(f, dst / f.name)
-    report = {}
-    for comp in components:
-        check = fp16_weight_check(comp) if high_precision == "fp16" else None
-        report[comp] = convert_component(src / f"{comp}.onnx", dst / f"{comp}.onnx", high_precision, check, progress)
-        meta_path = dst / f"{comp}.json"
-        if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            meta["high_precision"] = high_precision
-            meta_path.write_text(json.dumps(meta, indent=1))
-    extra = {k: v for k, v in manifest.items() if k not in ("kind", "precision", "files", "created")}
-    write_manifest(dst, "onnx", manifest.get("precision", "fp32"), {**extra, "high_precision": high_precision,
-                                                                    "converted_from": str(src.resolve())})
-    return report

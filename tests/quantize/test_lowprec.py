@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto
 
 from quantize.fp16_check import fp16_limit
-from quantize.lowprec import LowPrecisionError, convert_component, convert_engines_dir
+from quantize.device_precision import convert_engines_dir
+from quantize.lowprec import LowPrecisionError, convert_component
 
 COMPONENTS = ("vision_encoder", "prefill", "denoise_step")
 
