@@ -25,6 +25,9 @@ ARMS = ["pyserial>=3.5", "dynamixel-sdk>=3.7.31", "feetech-servo-sdk>=1.0"]
 CALIB = ["opencv-python-headless>=4.8,<5", "matplotlib>=3.7"]  # 5.0 lacks cv2.calibrateHandEye; matplotlib writes the PDF board
 PLOT = ["matplotlib>=3.7"]
 DEV = ["pytest>=8", "pyyaml>=6"]
+# the robot side of a served policy (`policy.backend: remote`); the server has its own environment
+# (`imagewam-edge serve --install-env`: nvidia-pytriton pins numpy < 2)
+REMOTE = ["tritonclient[grpc]>=2.50"]
 # LeRobot v3 datasets (recording export / quantize --calibration DATASET): what lerobot's dataset API imports. lerobot
 # itself goes in with `pip install --no-deps "lerobot==0.4.4"`: every release pins torch (<2.11 / <2.12) and would
 # replace the installed torch; 0.4.4 is the newest for Python < 3.12 and reads/writes dataset v3.0.
@@ -50,9 +53,10 @@ setup(
         "calib": CALIB,
         "plot": PLOT,
         "dev": DEV,
+        "remote": REMOTE,
         "lerobot": LEROBOT,  # not in "all": see LEROBOT above
         # everything a CPU workstation (and CI) needs; not for the Jetson runtime image
-        "all": sorted(set(EXPORT + RUNTIME_CPU + REALSENSE + ARMS + CALIB + PLOT + DEV)),
+        "all": sorted(set(EXPORT + RUNTIME_CPU + REALSENSE + ARMS + CALIB + PLOT + DEV + REMOTE)),
     },
     entry_points={"console_scripts": ["imagewam-edge=edge.cli:main"]},
     classifiers=["Programming Language :: Python :: 3.10", "Programming Language :: Python :: 3.11"],

@@ -13,6 +13,7 @@ REGISTRARS = [
     ("edge.commands_loop", "register"),
     ("edge.commands_eval", "register"),
     ("edge.commands_deploy", "register"),
+    ("edge.serve.commands", "register"),
     ("edge.recording_cli", "register"),
     ("quantize.commands", "register"),
     ("drivers.cli", "register"),

@@ -15,7 +15,8 @@ from .errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"  # the embedded default (`run` without --config)
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
+BACKENDS = ("onnxruntime", "tensorrt", "torch", "remote")  # remote: a Triton server computes it (edge/serve)
+REMOTE_URL = re.compile(r"[\w.\-\[\]:]+:\d{1,5}")  # policy.url: host:port of the server's gRPC endpoint
 FALLBACKS = ("torch",)  # policy.fallback: what runs when the engines cannot be loaded
 TORCH_DEVICE = r"cpu|cuda(:[0-9]+)?"
 CAMERA_KINDS = ("realsense", "sim", "task")  # task: the closed-loop toy task (edge/task)
@@ -108,6 +109,8 @@ class PolicyConfig:
     device: Optional[str] = None
     compile: bool = False  # torch backend: torch.compile inside the CUDA graphs
     fallback: Optional[str] = None  # "torch": the checkpoint on the torch backend when the engines cannot be loaded
+    url: Optional[str] = None  # backend remote: host:port of the Triton gRPC endpoint (`imagewam-edge serve`)
+    timeout_s: float = 2.0  # backend remote: deadline of one control step's request
 
     def torch_device(self) -> str:
         """Where the torch backend runs: `device`, else cpu for backend torch and cuda for the fallback."""
@@ -280,9 +283,21 @@ def from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> 
     engines, checkpoint = pf.path("engines", base), pf.path("checkpoint", base)
     if backend == "torch" and not checkpoint:
         raise pf.err("checkpoint", "is required with backend torch (a release directory)")
-    if backend != "torch" and not engines:
+    if backend not in ("torch", "remote") and not engines:
         raise pf.err("engines", f"is required with backend {backend} (a directory written by `imagewam-edge export`)")
     fallback = pf.get("fallback", None, kind=str, choices=FALLBACKS)
+    url = pf.get("url", None, kind=str, example="127.0.0.1:8001")
+    timeout_s = pf.get("timeout_s", 2.0, kind=float, minimum=0.01, maximum=600.0)
+    if backend == "remote":
+        if not url or not REMOTE_URL.fullmatch(url):
+            raise pf.err("url", f"must be host:port of the policy server's gRPC endpoint with backend remote, got "
+                                f"{url!r}; e.g. `policy.url: 127.0.0.1:8001` (`imagewam-edge serve` prints it)")
+        if fallback:
+            raise pf.err("fallback", "is for engine backends: with backend remote the server runs the policy; "
+                                     "remove `policy.fallback`")
+    elif url is not None or "timeout_s" in pf.data:
+        raise pf.err("url" if url is not None else "timeout_s",
+                     f"applies to backend remote (a policy server); backend {backend} runs here: remove it")
     if fallback and backend == "torch":
         raise pf.err("fallback", "is for engine backends (tensorrt, onnxruntime): backend torch has nothing to fall "
                                  "back from; remove `policy.fallback`")
@@ -301,7 +316,7 @@ def from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> 
                           pf.get("steps", None, kind=int, minimum=1, maximum=100), pf.get("threads", 0, kind=int, minimum=0),
                           pf.get("action_mode", "absolute", kind=str, choices=ACTION_MODES),
                           _index_list(pf, "action_indices"), _index_list(pf, "state_indices"),
-                          device=device, compile=compile_, fallback=fallback)
+                          device=device, compile=compile_, fallback=fallback, url=url, timeout_s=timeout_s)
     pf.done()
     cams = top.get("cameras", kind=list, example="[{kind: realsense, slot: agentview, serial: '123456789'}]")
     if not cams:

@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 
 def load_policy(pcfg: PolicyConfig, source: str, progress: Callable[[str], None] = lambda s: None):
+    if pcfg.backend == "remote":  # a Triton server computes it (edge/serve); nothing is loaded here
+        from .serve.client import connect
+
+        return connect(pcfg.url, pcfg.timeout_s, progress=progress)
     if pcfg.backend == "torch":
         return load_torch_policy(pcfg, pcfg.torch_device())
     from .loader import PolicySource, load_policy as load

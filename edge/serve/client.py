@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..config import REMOTE_URL
 from ..errors import ConfigError, require
 from ..policy import PolicySpec
 from ..transforms import get_canvas, get_embodiment
@@ -47,7 +48,7 @@ class RemoteConfig:
     backoff_s: tuple = (0.05, 0.5)  # pause after a failed try: first, at most (doubling)
 
     def __post_init__(self):
-        if not isinstance(self.url, str) or not protocol.URL.fullmatch(self.url):
+        if not isinstance(self.url, str) or not REMOTE_URL.fullmatch(self.url):
             raise ConfigError(f"policy.url {self.url!r}: give host:port of the Triton gRPC endpoint, e.g. "
                               "127.0.0.1:8001 (`imagewam-edge serve` prints it)")
         for name in ("timeout_s", "connect_timeout_s", "retry_s"):

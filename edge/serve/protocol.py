@@ -16,7 +16,6 @@ BYTES [1]: JSON {"protocol", "spec" (policy.json), "canvas", "slots", "server"}.
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 
@@ -24,7 +23,6 @@ PROTOCOL = 1
 MODEL = "imagewam"
 SPEC_MODEL = "imagewam_spec"
 NO_SEED = -1  # `seed` value meaning "no seed" (a fresh random draw on the server)
-URL = re.compile(r"[\w.\-\[\]:]+:\d{1,5}")  # host:port of Triton's gRPC endpoint (policy.url)
 
 
 def image_name(k: int) -> str:

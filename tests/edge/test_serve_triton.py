@@ -168,10 +168,7 @@ def test_run_config_remote_server_killed_holds_then_safe_stop(server, sim_engine
     from edge.config import from_yaml
     from edge.runtime import run_config
 
-    path = Path(__file__).resolve().parents[2] / "edge" / "configs" / "remote.yaml"
-    if not path.exists():  # TEMPORARY: until the config hook (policy.backend: remote) lands
-        pytest.skip("edge/configs/remote.yaml not there yet")
-    cfg = from_yaml(path)
+    cfg = from_yaml(Path(__file__).resolve().parents[2] / "edge" / "configs" / "remote.yaml")
     cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, url=server.url),
                               fault=dataclasses.replace(cfg.fault, dump_dir=str(tmp_path / "faults"),
                                                         inference_timeout_s=3.0))
