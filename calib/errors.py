@@ -2,8 +2,10 @@
 field or view at fault and says what to do next."""
 from __future__ import annotations
 
+from edge.errors import ImageWAMEdgeError
 
-class CalibrationError(Exception):
+
+class CalibrationError(ImageWAMEdgeError):
     """Base of every error calib raises on purpose."""
 
 

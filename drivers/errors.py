@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-
-class DriverError(Exception):
-    """Base of every error the drivers raise on purpose."""
-
-
-class ConfigError(DriverError, ValueError):
-    """A device config is invalid; the message names the field and the accepted values."""
+# one error root and one ConfigError for the whole package (a device config that is invalid names the field and
+# the accepted values; a missing SDK gives the pip command)
+from edge.errors import ConfigError, ImageWAMEdgeError, MissingDependencyError  # noqa: F401  (re-exported)
 
 
-class MissingDependencyError(DriverError, ImportError):
-    """An optional SDK is not installed; the message gives the pip command."""
+class DriverError(ImageWAMEdgeError):
+    """Base of every device error the drivers raise on purpose."""
 
 
 # --- cameras -------------------------------------------------------------------------------------------------

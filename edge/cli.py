@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start here: `imagewam-edge run` (no config) runs the embedded default without hardware.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"imagewam-edge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name, fn in REGISTRARS:
         try:
@@ -61,18 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-# Each package has its own error base (drivers and calib know nothing of edge); all print without a traceback.
-USER_ERRORS = [("edge.errors", "ImageWAMEdgeError"), ("drivers.errors", "DriverError"), ("calib.errors", "CalibrationError")]
-
-
 def _user_errors() -> tuple[type, ...]:
-    found = []
-    for module_name, cls in USER_ERRORS:
-        try:
-            found.append(getattr(importlib.import_module(module_name), cls))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
+    """Every error a package raises on purpose derives from the one root (drivers and calib too): printed without
+    a traceback, the message carries the fix."""
+    from .errors import ImageWAMEdgeError
+
+    return (ImageWAMEdgeError,)
 
 
 if __name__ == "__main__":
