@@ -116,6 +116,7 @@ if sys.argv[2] == "fallback":
 
     os.rename = slow_rename
 out, version = Path(sys.argv[1]), int(sys.argv[3])
+print("ready", flush=True)  # imports done: the kill delay counts from here, not from a (loaded) interpreter start
 while True:
     version += 1
     with atomic.staged_dir(out) as stage:
@@ -136,10 +137,13 @@ def _kill_publisher(tmp_path, mode: str, kills: int, seed: int) -> dict:
     stats = {"kills": 0, "out_missing_before_recovery": 0, "failures": []}
     version = 0
     for i in range(kills):
-        proc = subprocess.Popen([sys.executable, str(script), str(out), mode, str(version)])
-        time.sleep(rng.uniform(0.1, 0.4))
+        proc = subprocess.Popen([sys.executable, str(script), str(out), mode, str(version)], stdout=subprocess.PIPE,
+                                text=True)
+        proc.stdout.readline()  # "ready"
+        time.sleep(rng.uniform(0.05, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
         stats["kills"] += 1
         stats["out_missing_before_recovery"] += not out.exists()
         atomic.recover_dir(out)  # what the next start does
