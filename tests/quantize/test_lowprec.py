@@ -106,6 +106,10 @@ def test_bf16_and_fp16_outputs_match_the_float32_graph(int8_engines, demo_engine
     from onnx.reference import ReferenceEvaluator
 
     src, feeds = int8_engines
+    dst = tmp_path / "vision-bf16.onnx"  # the unquantized autoencoder: ~20 BF16 convolutions deep (0.99987 here)
+    convert_component(demo_engines / "vision_encoder.onnx", dst, "bf16")
+    ref = _run_ort(demo_engines / "vision_encoder.onnx", feeds["vision_encoder"])
+    assert _cosine(ref[0], ReferenceEvaluator(onnx.load(str(dst))).run(None, feeds["vision_encoder"])[0]) > 0.9995
     for comp in ("prefill", "denoise_step"):
         feed = feeds[comp]
         for base, bound in ((demo_engines, {"bf16": 0.9999, "fp16": 0.99999}), (src, {"bf16": 0.999, "fp16": 0.999})):
@@ -127,18 +131,22 @@ def test_fp16_is_refused_naming_the_layer_whose_range_overflows(int8_engines, tm
     with pytest.raises(LowPrecisionError, match="vision_encoder has no calibration ranges.*bf16"):
         convert_engines_dir(work, tmp_path / "fp16", "fp16")
     assert not (tmp_path / "fp16").exists()
-    # measured ranges for it, and one prefill activation crafted beyond FP16's headroom
+    # measured ranges for it (ranges.json), and one prefill activation whose calibrated range, read back from its
+    # QuantizeLinear scale (amax = scale * 127), is crafted beyond FP16's headroom
+    (work / "ranges.json").write_text(json.dumps({"vision_encoder": {"pixels": 1.0}}))
     prefill = onnx.load(str(work / "prefill.onnx"), load_external_data=False)
     q = next(n for n in prefill.graph.node if n.op_type == "QuantizeLinear")
     layer = next(n.name for n in prefill.graph.node if q.output[0].replace("_quantized", "_dequantized") in n.input)
-    ranges = {"vision_encoder": {"pixels": 1.0}, "prefill": {q.input[0]: 2 * fp16_limit()}}
-    (work / "ranges.json").write_text(json.dumps(ranges))
+    scale = next(i for i in prefill.graph.initializer if i.name == q.input[1])
+    scale.CopyFrom(onnx.numpy_helper.from_array(np.array(2 * fp16_limit() / 127, np.float32), scale.name))
+    onnx.save(prefill, str(work / "prefill.onnx"))
     with pytest.raises(LowPrecisionError) as err:
         convert_engines_dir(work, tmp_path / "fp16", "fp16")
     msg = str(err.value)
     assert f"layer {layer}" in msg and repr(q.input[0]) in msg and "prefill" in msg and "--high-precision bf16" in msg
-    # within range: converted, and FP16 weights/scales checked on the way
-    ranges["prefill"][q.input[0]] = 10.0
+    assert f"{2 * fp16_limit():.4g}" in msg
+    # a measured range in ranges.json overrides it: within range, converted (FP16 weights/scales checked on the way)
+    ranges = {"vision_encoder": {"pixels": 1.0}, "prefill": {q.input[0]: 10.0}}
     (work / "ranges.json").write_text(json.dumps(ranges))
     report = convert_engines_dir(work, tmp_path / "fp16", "fp16")
     assert set(report) == set(COMPONENTS)
