@@ -33,7 +33,8 @@ class PolicySpec:
     horizon: int = 16
     steps: int = 10
     shift: float = 5.0
-    canvas: str = ""  # camera canvas preset; empty: the embodiment's own
+    canvas: str | dict = ""  # camera canvas preset, or a custom layout (edge.transforms.canvas_from_dict); empty:
+    # the embodiment's own
 
     def __post_init__(self):
         if self.horizon < 1 or self.steps < 1 or self.action_dim < 1 or self.state_dim < 1:

@@ -52,11 +52,65 @@ CANVASES = {
 }
 
 
-def get_canvas(name: str) -> CanvasPreset:
+SLOT_FIELDS = ("name", "x", "y", "width", "height", "rotate180", "fit")
+
+
+def canvas_from_dict(d: dict, where: str = "canvas") -> CanvasPreset:
+    """A custom camera layout: {"height", "width", "slots": [{"name", "x", "y", "width", "height", "rotate180"
+    (default false), "fit" ("crop" | "stretch", default crop)}, ...]} (optional "name"). Slots must lie inside the
+    canvas, not overlap and have distinct names; sizes are multiples of 16 (one token per 16x16 px)."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: a canvas is a preset name ({sorted(CANVASES)}) or a mapping with height, "
+                          f"width and slots, got {type(d).__name__}")
+    unknown = sorted(set(d) - {"name", "height", "width", "slots"})
+    if unknown or not {"height", "width", "slots"} <= set(d):
+        raise ConfigError(f"{where}: a custom canvas has `height`, `width` and `slots` (optional `name`); "
+                          f"unknown {unknown}, missing {sorted({'height', 'width', 'slots'} - set(d))}")
+    slots = d["slots"]
+    if not isinstance(slots, (list, tuple)) or not slots:
+        raise ConfigError(f"{where}: `slots` must be a non-empty list of camera slots")
+    made = []
+    for i, s in enumerate(slots):
+        at = f"{where}: `slots[{i}]`"
+        if not isinstance(s, dict) or set(s) - set(SLOT_FIELDS) or not {"name", "x", "y", "width", "height"} <= set(s):
+            raise ConfigError(f"{at} needs name, x, y, width, height (optional rotate180, fit), got {s!r:.120}")
+        try:
+            slot = CameraSlot(str(s["name"]), int(s["x"]), int(s["y"]), int(s["width"]), int(s["height"]),
+                              bool(s.get("rotate180", False)), str(s.get("fit", "crop")))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{at}: x, y, width and height must be integers, got {s!r:.120}") from None
+        if slot.fit not in ("crop", "stretch"):
+            raise ConfigError(f"{at}: fit {slot.fit!r} must be crop or stretch")
+        if slot.width < 1 or slot.height < 1 or slot.x < 0 or slot.y < 0:
+            raise ConfigError(f"{at}: x, y >= 0 and width, height >= 1, got {slot}")
+        made.append(slot)
+    try:
+        canvas = CanvasPreset(str(d.get("name", "custom")), int(d["height"]), int(d["width"]), tuple(made))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    names = [s.name for s in made]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: slot names must be distinct, got {names}")
+    for s in made:
+        if s.x + s.width > canvas.width or s.y + s.height > canvas.height:
+            raise ConfigError(f"{where}: slot {s.name!r} ({s.x},{s.y} {s.width}x{s.height}) reaches outside the "
+                              f"{canvas.width}x{canvas.height} canvas")
+    for i, a in enumerate(made):
+        for b in made[i + 1 :]:
+            if a.x < b.x + b.width and b.x < a.x + a.width and a.y < b.y + b.height and b.y < a.y + a.height:
+                raise ConfigError(f"{where}: slots {a.name!r} and {b.name!r} overlap")
+    return canvas
+
+
+def get_canvas(name) -> CanvasPreset:
+    """A preset by name, or a custom layout given as a mapping (see canvas_from_dict)."""
+    if isinstance(name, dict):
+        return canvas_from_dict(name)
     try:
         return CANVASES[name]
-    except KeyError:
-        raise ConfigError(f"unknown canvas preset {name!r}; choose one of {sorted(CANVASES)}") from None
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown canvas preset {name!r}; choose one of {sorted(CANVASES)} or declare the "
+                          "layout: {height, width, slots: [{name, x, y, width, height, rotate180, fit}]}") from None
 
 
 def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -235,7 +235,7 @@ def load_torch_policy(checkpoint: str | Path, base: str | Path | None = None, dt
                       text_width=cfg.context_dim, head_dim=cfg.head_dim, axes_dim=cfg.axes_dim, theta=cfg.theta,
                       embodiment=emb.name, text_encoder=text_encoder.identity,
                       horizon=int(horizon or edge_cfg.get("horizon", emb.horizon)), steps=int(steps),
-                      canvas=canvas or "")
+                      canvas=canvas or edge_cfg.get("canvas") or "")  # a preset name or a declared layout
     state_norm, action_norm = load_normalizers(ckpt.stats_path, emb.norm_mode)
     cache = PromptCache(prompt_cache) if prompt_cache else None
     source = TextSource(spec.text_encoder, cache, text_encoder)
