@@ -273,6 +273,11 @@ def main() -> int:
     from quantize.torch_backend import TorchBackend
 
     dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        print(f"error: --device {args.device}: this torch ({torch.__version__}) sees no CUDA GPU; run it on a machine "
+              "with an NVIDIA GPU and a CUDA build of torch, or try the flow small on the CPU: --tiny --device cpu",
+              file=sys.stderr)
+        return 1
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     result: dict = {"variant": "tiny" if args.tiny else args.variant, "device": str(dev), "torch": torch.__version__,
                     "dtype": str(dtype).replace("torch.", ""), "text_tokens": TEXT_TOKENS, "padded_text": PADDED}
