@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # typed by tensorrt-stubs in CI (requirements/typecheck_tenso
     import tensorrt as trt
 
 log = logging.getLogger(__name__)
+BF16_MIN_CC = (8, 0)  # BF16 tensor cores: Ampere and later (Orin sm 8.7, Thor sm 11.0)
 WEAK_TYPING = ("--fp16 asked TensorRT to pick FP16 kernels by itself (weak typing, BuilderFlag.FP16), which "
                "TensorRT 11 removes. Put the precision in the ONNX instead: build without --fp16 and with `--high-precision "
                "fp16` (or the bf16 default), which types the graphs before TensorRT parses them (always strongly typed)")
@@ -115,6 +116,9 @@ def build_engines(onnx_dir: str | Path, out: str | Path, workspace_gb: float = 4
     cc = compute_capability or device_compute_capability()
     plan = plan_build(onnx_dir, cc)
     device_hp, convert = device_high_precision(plan["manifest"], high_precision)
+    if device_hp == "bf16" and tuple(cc) < BF16_MIN_CC:
+        raise LowPrecisionError(f"BF16 needs compute capability {BF16_MIN_CC[0]}.{BF16_MIN_CC[1]} or later (Ampere); "
+                                f"this GPU is sm {cc[0]}.{cc[1]}: build with --high-precision fp16 (or fp32)")
     trt_module = import_tensorrt()
     logger = trt_module.Logger(trt_module.Logger.WARNING)
     cache_path = Path(timing_cache) if timing_cache else out.parent / "timing.cache"

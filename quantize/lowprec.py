@@ -136,7 +136,6 @@ def rewrite_graph(model, plan: Plan, low: str) -> dict:
     lt = elem_type(low)
     nodes = list(model.graph.node)
     producer = {o: i for i, n in enumerate(nodes) for o in n.output}
-    graph_inputs = {i.name for i in model.graph.input}
 
     def is_low(t: str) -> bool:  # the type tensor t has after conversion (float tensors only)
         if t in producer:
@@ -199,7 +198,6 @@ def rewrite_graph(model, plan: Plan, low: str) -> dict:
     for imp in model.opset_import:
         if imp.domain in ("", "ai.onnx") and imp.version < QDQ_OPSET and plan.scales:
             imp.version = QDQ_OPSET
-    del graph_inputs
     return {"casts": len(cast_nodes), "crossing_edges": crossing,
             "fp32_nodes": sorted(nodes[i].name for i in plan.fp32_nodes)}
 

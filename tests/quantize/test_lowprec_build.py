@@ -27,7 +27,8 @@ def _build(demo_engines, out, monkeypatch, **kw):
     api = fake_builder_api("11.4.0", True, calls)
     api.OnnxParser.parse_from_file = lambda self, path: record(path)
     monkeypatch.setitem(sys.modules, "tensorrt", api)
-    return build_engines(demo_engines, out, compute_capability=(8, 7), **kw), seen
+    kw.setdefault("compute_capability", (8, 7))
+    return build_engines(demo_engines, out, **kw), seen
 
 
 def test_build_parses_a_bf16_copy_by_default_and_fp32_on_request(demo_engines, tmp_path, monkeypatch):
@@ -52,6 +53,9 @@ def test_build_refuses_to_retype_graphs_already_typed(demo_engines, tmp_path, mo
         device_high_precision({"high_precision": "fp16"}, "bf16")
     with pytest.raises(LowPrecisionError, match="one of bf16, fp16, fp32"):
         device_high_precision({}, "int4")
+    with pytest.raises(LowPrecisionError, match="BF16 needs compute capability 8.0.*sm 7.5.*--high-precision fp16"):
+        _build(demo_engines, tmp_path / "trt", monkeypatch, compute_capability=(7, 5))
+    assert not (tmp_path / "trt").exists()
 
 
 MEMORY_SCRIPT = textwrap.dedent("""
