@@ -14,6 +14,10 @@ Memory: the graph is read without its weights; each initializer is read from the
 converted and appended to the copy's data file before the next is read (quantize/compact.py's reader and writer):
 the peak is one float32 weight and its 16-bit copy whatever the model size.
 FP16 is refused where the calibration ranges say it would overflow (quantize/fp16_check.py).
+ONNX's type rules give Conv (and InstanceNormalization, Sin, Cos) bfloat16 only from opset 22; the autoencoder is
+exported at opset 18 (what TensorRT 10.3 parses), and TensorRT's parser takes BF16 Conv whatever the opset
+(onnx-tensorrt operators.md), so its BF16 copy passes onnx.checker but not strict type inference: onnxruntime refuses
+it, the numpy reference evaluator runs it (tests/quantize/test_lowprec.py).
 Not checked here (no TensorRT): whether TensorRT's attention fusion (MatMul -> Softmax -> MatMul with BF16/FP16/INT8
 matmul inputs) still fires with the Casts around the FP32 Softmax (ModelOpt inserts such Casts itself for FP8
 attention with mha_accumulation_dtype="fp32"); if a device profile shows unfused attention, convert with
