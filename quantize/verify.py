@@ -17,6 +17,15 @@ from .gate import accuracy_report, compare_to_reference
 REFERENCES = ("onnxruntime", "torch")
 
 
+def gate_name(manifest: dict) -> str:
+    """The accuracy gate for engines: their quantized precision, else that of the layers the build left in high
+    precision (a TensorRT build converts them to BF16 by default: `build --high-precision`)."""
+    precision = manifest.get("precision", "fp32")
+    if precision != "fp32":
+        return precision
+    return "bf16" if manifest.get("high_precision") == "bf16" else "fp16"
+
+
 def verify_engines(engines: str | Path, observations_dir: str | Path | None = None, onnx_dir: str | Path | None = None,
                    max_observations: int = 16, reference: str = "onnxruntime", checkpoint: str | Path | None = None,
                    device: str = "cpu", seed: int = 1000) -> dict:
@@ -55,8 +64,7 @@ def verify_engines(engines: str | Path, observations_dir: str | Path | None = No
         from .ptq import synthetic_observations
 
         observations = synthetic_observations(max_observations, load_engine_policy(onnx_dir))
-    precision = manifest.get("precision", "fp32")
-    report = accuracy_report(onnx_dir, engines, observations, precision if precision != "fp32" else "fp16",
+    report = accuracy_report(onnx_dir, engines, observations, gate_name(manifest),
                              seed=seed, test_backend="tensorrt")
     report["reference"] = f"onnxruntime {onnx_dir}"
     report["engines_backend"] = "TensorRT"
@@ -79,7 +87,6 @@ def verify_against_torch(engines: Path, checkpoint: str | Path | None, observati
         raise ConfigError(f"{engines / 'manifest.json'}: kind is {kind!r}; verify compares TensorRT engines "
                           "(`build`) or ONNX engines (`export`, `quantize`) with the checkpoint")
     test_backend = "tensorrt" if kind == "tensorrt" else "onnxruntime"
-    precision = manifest.get("precision", "fp32")
     from edge.engines import load_engine_policy
 
     from .memory import release_memory
@@ -109,7 +116,7 @@ def verify_against_torch(engines: Path, checkpoint: str | Path | None, observati
     release_memory()
     test = load_engine_policy(engines, backend=test_backend)
     try:
-        report = compare_to_reference(reference, test, observations, precision if precision != "fp32" else "fp16",
+        report = compare_to_reference(reference, test, observations, gate_name(manifest),
                                       seed)
     finally:
         test.backend.close()

@@ -173,3 +173,13 @@ def test_fp16_refuses_a_weight_beyond_its_range(tmp_path):
     model = onnx.load(str(tmp_path / "mbf.onnx"))
     assert [i.data_type for i in model.graph.initializer] == [TensorProto.BFLOAT16]
     assert [n.op_type for n in model.graph.node] == ["Cast", "MatMul", "Cast"]  # float32 I/O kept by Casts
+
+
+def test_verify_judges_a_bf16_build_by_the_bf16_gate():
+    from quantize.precision import gate_for
+    from quantize.verify import gate_name
+
+    assert gate_name({"precision": "int8", "high_precision": "bf16"}) == "int8"
+    assert gate_name({"precision": "fp32", "high_precision": "bf16"}) == "bf16"
+    assert gate_name({"precision": "fp32"}) == "fp16"  # an FP32 (or FP16) build: the strict gate
+    assert gate_for("bf16").tokens_cosine < gate_for("fp16").tokens_cosine  # 8 mantissa bits, not 11
