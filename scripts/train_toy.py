@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the tiny ImageWAM of the closed-loop toy task on the CPU and write it in the official release layout.
 
-    python scripts/train_toy.py --out edge/assets/toy_checkpoint          # the shipped checkpoint (~15 min, 1 thread)
+    python scripts/train_toy.py --out edge/assets/toy_checkpoint          # the shipped checkpoint (~25 min, 1 thread)
     python scripts/train_toy.py --out /tmp/toy_random --random-weights    # the random-weight baseline (same stats/base)
     imagewam-edge eval --checkpoint edge/assets/toy_checkpoint --episodes 100
 
@@ -28,12 +28,15 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr})")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of demos, weights and batches")
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (default 1: reproducible)")
+    p.add_argument("--vae-steps", type=int, default=d.vae_steps,
+                   help=f"autoencoder pretraining steps on the demo scenes (default {d.vae_steps}; 0: random, frozen)")
     p.add_argument("--random-weights", action="store_true", help="write the untrained random-weight baseline")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from quantize.train.toy import train
 
-    cfg = ToyTrainConfig(episodes=a.episodes, stride=a.stride, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads)
+    cfg = ToyTrainConfig(episodes=a.episodes, stride=a.stride, steps=a.steps, batch=a.batch, lr=a.lr, seed=a.seed, threads=a.threads,
+                          vae_steps=a.vae_steps)
     summary = train(a.out, cfg, progress=lambda s: print(s, flush=True), random_weights=a.random_weights)
     print(json.dumps({k: summary[k] for k in ("demo_steps", "train_steps", "final_loss", "train_seconds",
                                               "total_seconds")}))

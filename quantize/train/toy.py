@@ -9,19 +9,20 @@ Trained: backbone + action expert + proprio encoder, with the flow-matching acti
 Output: the official release layout (model.pt, dataset_stats.json, train_config.yaml with `edge:`, base/, samples/)."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 import yaml
 
-from edge.task.world import TASK, TaskConfig, end_effector, expert_chunk, instructions, make_episode, render
+from edge.atomic import atomic_file, write_json, write_text
+from edge.errors import ConfigError
+from edge.task.world import BACKGROUND, TASK, TaskConfig, end_effector, expert_chunk, instructions, make_episode, render
 
 from ..demo import DEMO_MAX_LENGTH, DEMO_TEXT_LAYERS, TINY_EXPERT, _randomise
 from ..model.action_expert import ActionExpertConfig
@@ -39,7 +40,7 @@ EMBODIMENT = "sim"  # 7 joints, the 64x64 single-camera canvas, min/max normalis
 
 @dataclass(frozen=True)
 class ToyTrainConfig:
-    episodes: int = 2000
+    episodes: int = 6000  # enough scenes that the policy learns the rule, not the scenes (2000: it memorises them)
     stride: int = 2  # record every stride-th step of a demo (random phase): more scenes for the same data size
     steps: int = 3000
     batch: int = 64
@@ -51,10 +52,23 @@ class ToyTrainConfig:
     extra_steps: int = 4  # demo steps recorded after success (the policy learns to stay)
     shift: float = 5.0
     threads: int = 1  # one thread: bit-reproducible, and faster than 2 on a busy 2-core machine
+    # the frozen image encoder is PRETRAINED first (as ImageWAM's FLUX.2 autoencoder is): an autoencoder on the demo
+    # scenes, reconstruction weighted towards the non-background pixels + each latent pixel mapping linearly to the
+    # 8x8-pixel averages of the image (the tokens keep the colours; a random encoder washes them out)
+    vae_steps: int = 500
+    vae_batch: int = 32
+    vae_lr: float = 2e-3
+    vae_foreground_weight: float = 10.0  # reconstruction weight of a block/end-effector pixel vs a background one
+    vae_linear_weight: float = 10.0  # weight of the linear latent -> low-resolution image term
+    vae_max_epochs: float = 4.0  # at most this many passes over the demo images (a tiny test run: a few steps)
 
     def __post_init__(self):
         if self.episodes < 1 or self.steps < 0 or self.batch < 1 or not self.lr > 0:
-            raise ValueError(f"toy training: episodes, batch >= 1, steps >= 0, lr > 0 ({self})")
+            raise ConfigError(f"toy training: episodes, batch >= 1, steps >= 0, lr > 0 ({self})")
+        if (self.vae_steps < 0 or self.vae_batch < 1 or not self.vae_lr > 0 or self.vae_foreground_weight < 0
+                or not self.vae_max_epochs > 0):
+            raise ConfigError(f"toy training: vae_steps >= 0, vae_batch >= 1, vae_lr > 0, vae_foreground_weight >= 0, "
+                             f"vae_max_epochs > 0 ({self})")
 
 
 def generate_demos(n: int, seed: int, cfg: TaskConfig = TASK, noise: float = 0.03, extra_steps: int = 4,
@@ -138,6 +152,84 @@ def set_bn_statistics(vae, images: np.ndarray) -> None:
     vae.bn.running_var.copy_((flat.var(0) - float(vae.config.batch_norm_eps)).clamp_min(1e-6).to(vae.bn.running_var.dtype))
 
 
+def _pixels(images: np.ndarray) -> torch.Tensor:
+    """[N, H, W, 3] uint8 -> [N, 3, H, W] float32 in [-1, 1] (edge.transforms.to_model_pixels)."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() * (2.0 / 255.0) - 1.0
+
+
+def pretrain_vae(vae, images: np.ndarray, steps: int, batch: int = 32, lr: float = 2e-3, foreground_weight: float = 10.0,
+                 linear_weight: float = 10.0, seed: int = 0, progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Train the tiny FLUX.2 autoencoder as an autoencoder on task-camera scenes [N, H, W, 3] uint8 (in place).
+
+    Loss per batch: mean squared reconstruction error (encoder posterior mean -> decoder), each pixel weighted
+    1 + `foreground_weight` where it differs from the table's colour (the blocks and the end effector are a few % of
+    the pixels), normalised by the mean weight; plus `linear_weight` x the error of a learned 1x1 linear map from each
+    latent pixel [C] to the image's 8x8-pixel average [3] under it (keeps every token's colour content linearly
+    readable). Returns {"loss", "reconstruction", "linear"} of the last 50 steps."""
+    vae.train()
+    g = torch.Generator().manual_seed(seed)
+    latent = int(vae.config.latent_channels)
+    down = 2 ** (len(vae.config.block_out_channels) - 1)  # latent stride (8)
+    head = torch.nn.Conv2d(latent, 3, 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=g) / latent ** 0.5)
+        head.bias.zero_()
+    params = list(vae.encoder.parameters()) + list(vae.decoder.parameters()) + list(head.parameters())
+    for m in (vae.quant_conv, vae.post_quant_conv):
+        if m is not None:
+            params += list(m.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warm) *
+                                              0.5 * (1 + math.cos(math.pi * min(i, steps) / max(1, steps))))
+    bg = torch.tensor(BACKGROUND, dtype=torch.float32).view(1, 3, 1, 1) * (2.0 / 255.0) - 1.0
+    hist: list[tuple[float, float, float]] = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        idx = torch.randint(0, len(images), (batch,), generator=g)
+        x = _pixels(images[idx.numpy()])  # [b, 3, H, W]
+        moments = vae.encoder(x)
+        if vae.quant_conv is not None:
+            moments = vae.quant_conv(moments)
+        z = moments.chunk(2, dim=1)[0]  # posterior mean [b, C, H/8, W/8]
+        rec = vae.decoder(vae.post_quant_conv(z) if vae.post_quant_conv is not None else z)
+        w = 1.0 + foreground_weight * ((x - bg).abs().amax(1, keepdim=True) > 0.05).float()  # [b, 1, H, W]
+        rec_loss = (w * (rec - x).pow(2)).mean() / w.mean()
+        lin_loss = (head(z) - torch.nn.functional.avg_pool2d(x, down)).pow(2).mean()
+        loss = rec_loss + linear_weight * lin_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        hist.append((float(loss.detach()), float(rec_loss.detach()), float(lin_loss.detach())))
+        if (step + 1) % 50 == 0 or step + 1 == steps:
+            m = np.mean(hist[-50:], axis=0)
+            progress(f"autoencoder step {step + 1}/{steps}: loss {m[0]:.4f} (reconstruction {m[1]:.4f}, linear "
+                     f"{m[2]:.4f}) ({time.perf_counter() - t0:.0f} s)")
+    vae.eval()
+    m = np.mean(hist[-50:], axis=0) if hist else (float("nan"),) * 3
+    return {"loss": float(m[0]), "reconstruction": float(m[1]), "linear": float(m[2]),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def token_colour_r2(tokens: np.ndarray, images: np.ndarray, n_train: Optional[int] = None) -> list[float]:
+    """Linear probe: each token [N, T, C] -> the mean red/green/blue of its 16x16-pixel patch of images [N, H, W, 3];
+    least squares (with a bias) fitted on the first half of the images, R^2 per channel on the second half."""
+    n, t, c = tokens.shape
+    h, w = images.shape[1] // 16, images.shape[2] // 16
+    target = images.reshape(n, h, 16, w, 16, 3).astype(np.float64).mean(axis=(2, 4)).reshape(n, h * w, 3)  # [N, T, 3]
+    n_train = n // 2 if n_train is None else n_train
+    x = np.concatenate([tokens.reshape(n * t, c).astype(np.float64), np.ones((n * t, 1))], axis=1)
+    y = target.reshape(n * t, 3)
+    split = n_train * t
+    coef, *_ = np.linalg.lstsq(x[:split], y[:split], rcond=None)
+    pred = x[split:] @ coef
+    resid = ((y[split:] - pred) ** 2).sum(0)
+    total = ((y[split:] - y[split:].mean(0)) ** 2).sum(0)
+    return [float(v) for v in 1.0 - resid / np.maximum(total, 1e-12)]
+
+
 def padded_text(embeddings: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-instruction [T_i, D] -> ([K, T_max, D], valid mask [K, T_max]); padding at the end, masked everywhere."""
     t_max = max(e.shape[0] for e in embeddings)
@@ -184,14 +276,22 @@ def train(out: str | Path, cfg: ToyTrainConfig = ToyTrainConfig(), task: TaskCon
     n, horizon, action_dim = demos["actions"].shape
     state_dim = demos["states"].shape[1]
     stats = dataset_stats(demos["states"], demos["actions"], cfg.episodes)
-    progress(f"{n} demo steps; encoding images with the frozen tiny autoencoder")
     base = out / "base"
-    torch.manual_seed(cfg.seed + 1)  # the autoencoder's (random, frozen) weights come from the seed
-    vae = make_vae().eval()
+    torch.manual_seed(cfg.seed + 1)  # the autoencoder's initial weights come from the seed
+    vae = make_vae()
+    vae_steps = 0 if cfg.vae_steps == 0 else min(cfg.vae_steps, max(1, math.ceil(cfg.vae_max_epochs * n / cfg.vae_batch)))
+    progress(f"{n} demo steps; pretraining the tiny autoencoder on them ({vae_steps} steps)")
+    vae_summary = pretrain_vae(vae, demos["images"], vae_steps, cfg.vae_batch, cfg.vae_lr, cfg.vae_foreground_weight,
+                               cfg.vae_linear_weight, seed=cfg.seed + 3, progress=progress)
+    vae.eval()
     set_bn_statistics(vae, demos["images"][:: max(1, n // 2000)])
+    progress("encoding the demo images with the frozen autoencoder")
     vae.save_pretrained(str(base / "vae"))
     tokenizer = Flux2ImageTokenizer(vae.requires_grad_(False))
     image_tokens = encode_images(tokenizer, demos["images"])  # [N, 16, 128]
+    probe = demos["images"][:: max(1, n // 4000)]
+    vae_summary["token_colour_r2"] = [round(v, 4) for v in token_colour_r2(encode_images(tokenizer, probe).numpy(), probe)]
+    progress(f"linear probe of the token colours: R^2 red/green/blue {vae_summary['token_colour_r2']}")
     make_demo_text_encoder(base, seed=cfg.seed)
     encoder = Qwen3TextEncoder(base / "text_encoder", base / "tokenizer", layers=DEMO_TEXT_LAYERS, max_length=DEMO_MAX_LENGTH)
     text_all, text_mask_all = padded_text([encoder.encode(t) for t in instructions()])  # [K, T, D], [K, T]
@@ -236,10 +336,10 @@ def train(out: str | Path, cfg: ToyTrainConfig = ToyTrainConfig(), task: TaskCon
     write_release(out, model, stats, steps, state_dim, action_dim, horizon, backbone)
     _write_samples(out / "samples", task)
     summary = {"config": asdict(cfg), "task": asdict(task), "demo_steps": int(n), "train_steps": steps,
-               "random_weights": bool(random_weights), "final_loss": float(np.mean(losses[-100:])) if losses else None,
+               "random_weights": bool(random_weights), "autoencoder": vae_summary, "final_loss": float(np.mean(losses[-100:])) if losses else None,
                "train_seconds": round(train_s, 1), "total_seconds": round(time.perf_counter() - t_start, 1),
                "torch": torch.__version__}
-    (out / "training.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "training.json", summary)
     return summary
 
 
@@ -247,8 +347,9 @@ def write_release(out: Path, model: ImageWAMFlux2, stats: dict, step: int, state
                   horizon: int, backbone) -> None:
     """model.pt, dataset_stats.json and train_config.yaml (with the `edge:` section) in the official layout."""
     payload = {**official_state_dict(model), "step": int(step), "torch_dtype": "torch.float32"}
-    torch.save(payload, out / "model.pt")
-    (out / "dataset_stats.json").write_text(json.dumps(stats, indent=1))
+    with atomic_file(out / "model.pt") as f:
+        torch.save(payload, f)
+    write_json(out / "dataset_stats.json", stats)
     e = model.expert_cfg
     config = {
         "model": {"variant": "klein-tiny", "proprio_dim": state_dim, "pack_proprio_after_text": True,
@@ -260,7 +361,7 @@ def write_release(out: Path, model: ImageWAMFlux2, stats: dict, step: int, state
         "edge": {"embodiment": EMBODIMENT, "base": "base", "text_layers": list(DEMO_TEXT_LAYERS),
                  "axes_dim": list(backbone.axes_dim), "theta": backbone.theta, "horizon": int(horizon)},
     }
-    (out / "train_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_text(out / "train_config.yaml", yaml.safe_dump(config, sort_keys=False))
 
 
 def _write_samples(out: Path, task: TaskConfig) -> None:
@@ -270,7 +371,7 @@ def _write_samples(out: Path, task: TaskConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ep = make_episode(0, task)
     Image.fromarray(render(ep, ep.start, cfg=task)).save(out / "main.png")
-    (out / "episode_0.json").write_text(json.dumps({"instruction": ep.instruction, "state": ep.start_joints(task).tolist()}))
+    write_json(out / "episode_0.json", {"instruction": ep.instruction, "state": ep.start_joints(task).tolist()})
 
 
 def write_random_weights(src: str | Path, out: str | Path, seed: int = 0) -> Path:
@@ -287,5 +388,6 @@ def write_random_weights(src: str | Path, out: str | Path, seed: int = 0) -> Pat
     ckpt = load_checkpoint(src)
     model = ImageWAMFlux2(ckpt.model.backbone_cfg, ckpt.model.expert_cfg, ckpt.model.proprio_dim)
     _randomise(model, seed)
-    torch.save({**official_state_dict(model), "step": 0, "torch_dtype": "torch.float32"}, out / "model.pt")
+    with atomic_file(out / "model.pt") as f:
+        torch.save({**official_state_dict(model), "step": 0, "torch_dtype": "torch.float32"}, f)
     return out

@@ -21,7 +21,8 @@ def test_embedded_default_does_the_task_and_says_so(sim_engines, tmp_path):
     assert task["instruction"] == DEFAULT_INSTRUCTION and task["seed"] == 0 and task["frames"] > 100
     assert s["arm_travel_max"] > 0.05  # the trained policy moves the arm
     line = f"task: '{DEFAULT_INSTRUCTION}': " + ("SUCCESS after" if task["success"] else "not reached")
-    assert line in format_summary(s)  # success is reported either way (the shipped policy succeeds ~30% of episodes)
+    assert line in format_summary(s)  # reported either way (the shipped policy: 100/100 held-out kinematic episodes;
+    # a 7 s run on a busy machine may still end before the 0.3 s hold)
 
 
 def test_closed_loop_compare_of_identical_engines_agrees(sim_engines):
