@@ -69,20 +69,30 @@ class ReferencePath:
         return {"actions": actions, "timings_ms": timings, "text_tokens": int(hidden.shape[1])}
 
 
-def compare_reference(args, ours, progress: Callable[[str], None] = lambda s: None) -> dict:
+def compare_reference(args, ours, progress: Callable[[str], None] = lambda s: None) -> tuple[dict, dict]:
+    """Reference and ours interleaved step by step on the same observations and noise.
+
+    Returns (the comparison, ours' measurement in `edge.bench.measure`'s form): bench reports ours from that one
+    measurement, so the stage table's control_step and the comparison's "ours" are the same samples."""
+    from .bench import rss_mb
     from .loader import PolicySource, load_checkpoint_policy
     from .synthetic import synthetic_observation
 
+    progress(f"loading {args.checkpoint} in PyTorch for the reference path")
     loaded = load_checkpoint_policy(PolicySource(checkpoint=args.checkpoint))
     ref = ReferencePath(loaded)
     n, warm = max(1, args.iterations), args.warmup
     spec = ours.spec
-    progress(f"reference path (PyTorch eager, text re-encoded every step, padded to {ref.encoder.max_length} tokens): "
-             f"{warm} warm-up + {n} steps")
+    progress(f"reference path (PyTorch eager, text re-encoded every step, padded to {ref.encoder.max_length} tokens) "
+             f"interleaved with ours: {warm} warm-up + {n} steps")
     times = {"reference": [], "ours": []}
     stages = {"reference": {}, "ours": {}}
+    samples: dict[str, list] = {}
+    transfers: list[dict] = []
+    rss_peak = rss_mb()
     diff = 0.0
     text_tokens = 0
+    t_last = time.monotonic()
     for k in range(warm + n):
         obs = synthetic_observation(ours, args.instruction, k)
         noise = initial_noise(k, spec.horizon, spec.action_dim)
@@ -91,17 +101,29 @@ def compare_reference(args, ours, progress: Callable[[str], None] = lambda s: No
         t1 = time.perf_counter()
         o = ours.infer(obs, noise=noise)
         t2 = time.perf_counter()
+        if time.monotonic() - t_last > 5 or k + 1 == warm + n:
+            progress(f"  {k + 1}/{warm + n} steps (reference {(t1 - t0) * 1e3:.0f} ms, ours {(t2 - t1) * 1e3:.0f} ms)")
+            t_last = time.monotonic()
         if k < warm:
             continue
         text_tokens = r["text_tokens"]
         times["reference"].append((t1 - t0) * 1e3)
         times["ours"].append((t2 - t1) * 1e3)
+        samples.setdefault("control_step", []).append((t2 - t1) * 1e3)
+        for s, v in o.get("timings_ms", {}).items():
+            if s != "total":
+                samples.setdefault(s, []).append(v)
+        for ms in o.get("step_ms", ()):
+            samples.setdefault("denoise_step", []).append(ms)
+        transfers.append(o.get("transfer_bytes") or {"h2d": {}, "d2h": {}})
+        if k % 10 == 0:
+            rss_peak = max(rss_peak, rss_mb())
         for name, out in (("reference", r), ("ours", o)):
             for s, v in out["timings_ms"].items():
                 stages[name].setdefault(s, []).append(v)
         diff = max(diff, float(np.max(np.abs(np.asarray(r["actions"]) - np.asarray(o["actions"])))))
     ref_s, our_s = summarize(times["reference"]), summarize(times["ours"])
-    return {
+    compare = {
         "reference": {**ref_s, "how": f"PyTorch {loaded.checkpoint.dtype} eager, Qwen3 text re-encoded every step, "
                       f"text padded to {text_tokens} tokens (masked)",
                       "stages_p50": {s: round(float(np.median(v)), 3) for s, v in stages["reference"].items()}},
@@ -110,3 +132,4 @@ def compare_reference(args, ours, progress: Callable[[str], None] = lambda s: No
         "ratio_p50": round(ref_s["p50"] / our_s["p50"], 3), "ratio_mean": round(ref_s["mean"] / our_s["mean"], 3),
         "actions_max_abs_diff": diff, "iterations": n, "warmup": warm, "torch_threads": ref.torch.get_num_threads(),
     }
+    return compare, {"samples": samples, "rss_peak_mb": max(rss_peak, rss_mb()), "transfers": transfers}

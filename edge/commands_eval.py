@@ -50,7 +50,7 @@ def load_eval_policy(checkpoint=None, engines=None, backend=None, threads: int =
     from quantize.export import export_checkpoint
 
     progress(f"exporting {checkpoint} to ONNX in {workdir}")
-    export_checkpoint(checkpoint, workdir, instructions=instructions())
+    export_checkpoint(checkpoint, workdir, instructions=instructions(), progress=lambda s: progress("  " + s))
     return load_policy(PolicySource(engines=str(workdir), backend=backend or "onnxruntime", threads=threads))
 
 
@@ -76,7 +76,7 @@ def _eval(args) -> int:
                                       Path(tmp) / "engines", progress,
                                       **torch_device_options(args, args.backend or "onnxruntime"))
         if args.kinematic:
-            summary = evaluate_kinematic(policy, args.episodes, args.seed)
+            summary = evaluate_kinematic(policy, args.episodes, args.seed, progress=progress)
         else:
             summary = evaluate(policy, args.episodes, args.seed, fault_dir=str(Path(tmp) / "faults"), record=args.record,
                                progress=progress)

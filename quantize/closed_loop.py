@@ -25,8 +25,9 @@ def closed_loop_compare(fp32_dir: str | Path, quantized: dict, episodes: int, se
         progress(f"closed loop: {label} engines ({directory}), {episodes} episodes from seed {seed}")
         policy = load_engine_policy(directory, threads=threads)
         try:
-            evaluations[label] = (evaluate_kinematic(policy, episodes, seed) if kinematic
-                                  else evaluate(policy, episodes, seed, progress=lambda s: None))
+            evaluations[label] = (evaluate_kinematic(policy, episodes, seed, progress=lambda s: progress("      " + s))
+                                  if kinematic
+                                  else evaluate(policy, episodes, seed, progress=lambda s: progress("      " + s)))
         finally:
             getattr(policy.backend, "close", lambda: None)()
         progress("      " + format_eval(evaluations[label], label))

@@ -4,6 +4,14 @@ from __future__ import annotations
 from edge.cli_util import command, emit_json
 
 
+def progress_printer():
+    """Progress of a long job: one line per step on stderr, so stdout carries only the result (the one JSON object
+    with --json; a job of half an hour does not go silent for it)."""
+    import sys
+
+    return lambda s: print(s, file=sys.stderr, flush=True)
+
+
 def register(sub) -> None:
     register_export(sub)
     register_quantize(sub)
@@ -110,7 +118,7 @@ def _quantize(args) -> int:
     from .gate import format_report
     from .ptq import quantize_engines
 
-    say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    say = progress_printer()
     report = quantize_engines(args.onnx, args.precision, args.out, calibration=args.calibration,
                               synthetic=args.synthetic, holdout=args.holdout, max_observations=args.max_observations,
                               high_precision=args.high_precision, gate=not args.no_gate, include=tuple(args.include),
@@ -120,7 +128,7 @@ def _quantize(args) -> int:
 
         report["closed_loop"] = closed_loop_compare(args.onnx, {args.precision: report["out"]}, args.closed_loop_episodes,
                                                     args.closed_loop_seed, progress=say)
-        say(format_closed_loop(report["closed_loop"]))
+        print(format_closed_loop(report["closed_loop"]), file=sys.stderr if args.json else sys.stdout, flush=True)
     if args.json:
         emit_json(report)
     elif "accuracy" in report:
@@ -185,7 +193,7 @@ def _build(args) -> int:
     from .build import build_engines
 
     manifest = build_engines(args.onnx, args.out, workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,
-                             fp16=args.fp16, progress=lambda s: print(s, flush=True),
+                             fp16=args.fp16, progress=progress_printer(),
                              high_precision=args.high_precision)
     if args.json:
         emit_json(manifest)
@@ -215,11 +223,9 @@ def _verify(args) -> int:
 
 
 def _export(args) -> int:
-    import sys
-
     from .export import export_checkpoint
 
-    say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
+    say = progress_printer()
     result = export_checkpoint(args.checkpoint, args.out, opset=args.opset, canvas=args.canvas, base=args.base,
                                instructions=args.instruction, text_encoder=args.text_encoder, progress=say)
     if args.json:
@@ -237,7 +243,7 @@ def _demo(args) -> int:
     extra = {"double_blocks": args.double_blocks, "single_blocks": args.single_blocks,
              "full_text_encoder": args.full_text_encoder}
     if args.variant in REAL_SIZE_DEMOS:
-        extra["progress"] = lambda s: print(s, flush=True)
+        extra["progress"] = progress_printer()
     out = write_demo(args.variant, args.out, embodiment=args.embodiment, seed=args.seed, **extra)
     print(f"wrote {args.variant} demo checkpoint to {out} (model.pt, dataset_stats.json, train_config.yaml, base/)")
     from edge.transforms import get_canvas, get_embodiment

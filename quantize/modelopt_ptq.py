@@ -9,6 +9,7 @@ unquantized). Its scratch files go to a directory beside the output that is remo
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -36,6 +37,32 @@ class ListReader:
 
 
 @contextlib.contextmanager
+def _output_to(log: Path | None):
+    """ModelOpt's progress bars and log, onnxruntime's calibrator prints and native warnings go to `log` (appended),
+    at the file-descriptor level (its logger and tqdm hold their own references to the streams); None: to stderr."""
+    if log is None:
+        with contextlib.redirect_stdout(sys.stderr):  # ORT's calibrator prints on stdout
+            yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "a", encoding="utf-8", buffering=1) as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):  # streams replaced in Python too
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@contextlib.contextmanager
 def _scratch_in(folder: Path):
     """ModelOpt's own temporary files (tempfile.mkstemp) go to `folder` for the duration."""
     before = tempfile.tempdir
@@ -47,7 +74,8 @@ def _scratch_in(folder: Path):
 
 
 def quantize_component(src: Path, dst: Path, component: str, precision: str, feeds: list[dict],
-                       high_precision: str = "fp32") -> dict:
+                       high_precision: str = "fp32", log: Path | None = None) -> dict:
+    """`log`: where ModelOpt's own output goes (appended, one header per component); None: stderr."""
     import onnx
     from modelopt.onnx.quantization import quantize
 
@@ -59,17 +87,26 @@ def quantize_component(src: Path, dst: Path, component: str, precision: str, fee
     try:  # ModelOpt rewrites its input file in place (seen: the FP32 denoise_step.onnx changed): give it a copy
         for f in src.parent.glob(f"{src.name}*"):
             shutil.copy(f, work / f.name)
-        with contextlib.redirect_stdout(sys.stderr), _scratch_in(work):  # ORT's calibrator prints on stdout
+        if log is not None:
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} ModelOpt {precision} PTQ of {component} "
+                        f"({len(feeds)} calibration feeds) ===\n")
+        with _output_to(log), _scratch_in(work):
             quantize(str(work / src.name), quantize_mode=precision, calibration_data_reader=ListReader(feeds),
                      calibration_eps=["cpu"], output_path=str(dst), high_precision_dtype=high_precision,
                      disable_mha_qdq=True, dq_only=True,
                      op_types_to_quantize=list(QUANTIZED_OPS.get(component, ("MatMul", "Gemm"))),
-                     nodes_to_exclude=keep, use_external_data_format=external, log_level="ERROR")
+                     nodes_to_exclude=keep, use_external_data_format=external,
+                     log_level="INFO" if log is not None else "ERROR")
     except Exception as exc:
-        raise QuantizationError(f"ModelOpt {precision} PTQ of {component} failed: {type(exc).__name__}: {exc}") from exc
+        where = f" (ModelOpt's log: {log})" if log is not None else ""
+        raise QuantizationError(f"ModelOpt {precision} PTQ of {component} failed: {type(exc).__name__}: {exc}"
+                                f"{where}") from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
     q = onnx.load(str(dst), load_external_data=False)
     info = check_quantized(fp32, q, component, precision)
     info["seconds"] = round(time.perf_counter() - t0, 2)
+    if log is not None:
+        info["log"] = str(log)
     return info

@@ -180,6 +180,10 @@ def quantize_from_feeds(onnx_dir: str | Path, precision: str, out: str | Path, f
             for f in onnx_dir.glob(f"{comp}.*"):
                 shutil.copy(f, tmp / f.name)
         quant = {}
+        log = out.with_name(out.name + ".modelopt.log") if method == "modelopt" else None
+        if log is not None:  # ModelOpt's progress bars and log: to this file, one summary line per component here
+            log.write_text("")
+            progress(f"      ModelOpt's own output goes to {log}")
         for i, comp in enumerate(manifest["components"], 1):
             meta = read_json(onnx_dir / f"{comp}.json", "component metadata from export")
             src = onnx_dir / f"{comp}.onnx"
@@ -190,7 +194,7 @@ def quantize_from_feeds(onnx_dir: str | Path, precision: str, out: str | Path, f
             else:
                 progress(f"[2/3] quantizing {comp} to {precision} ({len(feeds[comp])} calibration feeds, {method})")
                 quant[comp] = _quantize_one(method, src, tmp / src.name, comp, precision, feeds[comp], high_precision,
-                                            progress)
+                                            progress, log)
                 progress(f"      {comp}: {quant[comp]['quantized_layers']} layers quantized (weights "
                          f"{quant[comp]['weights_stored']}), {quant[comp]['high_precision_layers']} kept high "
                          f"precision, Q/DQ {quant[comp]['qdq']}, {quant[comp]['seconds']:.0f} s")
@@ -220,11 +224,11 @@ def quantize_from_feeds(onnx_dir: str | Path, precision: str, out: str | Path, f
     return report
 
 
-def _quantize_one(method, src, dst, comp, precision, feeds, high_precision, progress) -> dict:
+def _quantize_one(method, src, dst, comp, precision, feeds, high_precision, progress, log=None) -> dict:
     if method == "modelopt":
         from .modelopt_ptq import quantize_component
 
-        return quantize_component(src, dst, comp, precision, feeds, high_precision)
+        return quantize_component(src, dst, comp, precision, feeds, high_precision, log=log)
     return quantize_component_compact(src, dst, comp, precision, feeds, progress)
 
 

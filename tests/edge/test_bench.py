@@ -22,6 +22,8 @@ def test_bench_engines_json_and_plot(sim_engines, tmp_path, capsys):
     sysf = r["system"]
     assert sysf["cpu_count"] >= 1 and "onnxruntime" in sysf and "jetson" in sysf and "temperatures_c" in sysf
     assert r["memory_mb"]["process_peak"] > 0 and r["jitter_ms"]["std"] is not None
+    m = r["memory_mb"]  # real figures (from /proc on Linux), never NaN
+    assert all(v == v and v > 0 for v in m.values()) and m["rss_peak_during_steps"] <= m["process_peak"] + 1
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # onnxruntime on the CPU: host memory is the device, nothing crosses
     t = r["transfer_bytes_per_step"]
@@ -41,12 +43,17 @@ def test_bench_compare_reference(sim_engines, tmp_path, capsys):
     c = json.loads(out.read_text())["compare"]
     assert c["reference"]["p50"] > 0 and c["ours"]["p50"] > 0
     assert c["ratio_p50"] == pytest.approx(c["reference"]["p50"] / c["ours"]["p50"], rel=1e-2)
+    # one p50 per quantity: ours in the comparison IS the stage table's control step (one measurement)
+    r = json.loads(out.read_text())
+    assert c["ours"]["p50"] == r["stages"]["control_step"]["p50"] and r["stages"]["control_step"]["n"] == 4
+    assert r["stages"]["denoise_step"]["n"] == 4 * 10
     assert "re-encoded every step" in c["reference"]["how"] and "prompt cache" in c["ours"]["how"]
     assert "text" in c["reference"]["stages_p50"]
     # the same weights, observations and noise: the official padded path and ours agree
     assert c["actions_max_abs_diff"] < 1e-3
     printed = capsys.readouterr().out
     assert "speed-up (reference p50 / ours p50)" in printed
+    assert f"the control_step above (p50 {c['ours']['p50']:.2f} ms" in printed and "nan" not in printed
 
 
 def test_bench_argument_errors(capsys):
@@ -107,3 +114,26 @@ def test_transfer_summary_counts_the_kv_of_the_host_loop(demo_checkpoint):
     kv = moved["d2h"]["prefill"]
     assert kv > 0 and t["kv_moved"] == (spec.steps + 1) * kv
     assert f"K/V {human_bytes((spec.steps + 1) * kv)}" in format_transfers(t)
+
+
+def test_memory_figures_without_psutil(monkeypatch):
+    """Linux: RSS and peak from /proc/self/status even where psutil is not installed (the Jetson runtime)."""
+    import builtins
+    import sys
+
+    import edge.bench as bench
+
+    real_import = builtins.__import__
+
+    def no_psutil(name, *a, **k):
+        if name == "psutil":
+            raise ImportError("no psutil")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_psutil)
+    rss, peak = bench.rss_mb(), bench.peak_rss_mb()
+    assert rss == rss and peak == peak and 0 < rss <= peak + 1
+    if sys.platform.startswith("linux"):
+        assert abs(peak - bench._proc_status_mb("VmHWM")) < 1
+    monkeypatch.setattr(bench, "_proc_status_mb", lambda field: None)  # no /proc: psutil missing -> the peak, not NaN
+    assert bench.rss_mb() > 0 and bench.peak_rss_mb() > 0

@@ -231,3 +231,27 @@ def test_streamed_method_refuses_fp16_high_precision(demo_engines, tmp_path, cap
     assert main(["quantize", "--onnx", str(demo_engines), "--precision", "int8", "--synthetic", "8",
                  "--high-precision", "fp16", "--out", str(tmp_path / "q")]) == 1
     assert "--method modelopt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_modelopt_output_goes_to_a_log_beside_the_output(demo_engines, tmp_path):
+    """`--method modelopt`: ModelOpt's progress bars and log go to OUT.modelopt.log; the terminal gets one summary
+    line per component on stderr (issue 17 item 4). A real process: the redirection is at the file-descriptor level."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "int8"
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "quantize", "--onnx", str(demo_engines), "--precision",
+                           "int8", "--synthetic", "6", "--method", "modelopt", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = tmp_path / "int8.modelopt.log"
+    text = log.read_text()
+    assert "=== " in text and "ModelOpt int8 PTQ of prefill" in text and "ModelOpt int8 PTQ of denoise_step" in text
+    assert "[modelopt]" in text  # its own log lines landed in the file
+    err = proc.stderr
+    assert "[modelopt]" not in err and "%|" not in err  # no ModelOpt log or progress bar on the terminal
+    assert f"ModelOpt's own output goes to {log}" in err
+    for comp in ("prefill", "denoise_step"):
+        assert sum(line.strip().startswith(f"{comp}: ") and "layers quantized" in line for line in err.splitlines()) == 1
+    assert "wrote" in proc.stdout
