@@ -2,15 +2,17 @@
 
 Every ```bash block of README.md runs in order, as one bash script per block (`set -e`), in a temporary copy of the
 working tree (what a fresh clone holds: tracked files and untracked files git does not ignore) with the repository's
-virtual environment on PATH and IMAGEWAM_EDGE_CACHE / IMAGEWAM_CALIB_DIR in temporary directories. An HTML comment
-on the line right before a block marks it:
+virtual environment on PATH, IMAGEWAM_EDGE_CACHE / IMAGEWAM_CALIB_DIR / TMPDIR in temporary directories and the
+blocks' /tmp/ paths moved under the test's own directory. Jobs a block leaves in the background (`cmd &`) are stopped
+when the block ends. An HTML comment on the line before a block (blank lines between are fine) marks it:
 
     <!-- readme-test: slow -->            runs only under `pytest -m slow tests/test_readme.py` (with every other block)
     <!-- readme-test: hardware -->        needs a camera, an arm, a Jetson, TensorRT or a GPU: every command of the
-                                          block must exit non-zero with a one-line error and no traceback
+                                          block must exit non-zero with an error message and no traceback
     <!-- readme-test: skip REASON -->     not run (set-up commands CI already runs); the reason is required
 
-Unmarked blocks run in the default suite. The test runs commands; it never compares README text.
+Unmarked blocks run in the default suite. The test runs commands; it never compares README text. `-s` shows each
+block's time as it goes (the figures behind the README's durations).
 """
 from __future__ import annotations
 
@@ -79,10 +81,7 @@ def parse_readme(text: str) -> list[Block]:
                 j += 1
             if lang == "bash":
                 kind, note = "run", ""
-                if pending is not None:
-                    if pending[0] != i:  # the marker must be on the line right before the fence
-                        raise ReadmeMarkerError(f"README.md:{pending[0]}: readme-test marker not directly above a "
-                                                f"```bash block (the next fence is at line {i + 1})")
+                if pending is not None:  # only blank lines between the marker and its fence
                     kind, note = pending[1], pending[2]
                 script = "\n".join(body) + "\n"
                 blocks.append(Block(i + 1, kind, note, script, logical_commands(script)))
@@ -112,11 +111,18 @@ def logical_commands(script: str) -> list[str]:
     return out
 
 
+def _git_files(*args: str) -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z", *args], cwd=ROOT, check=True, capture_output=True).stdout
+    return [f for f in out.decode().split("\0") if f]
+
+
 def fresh_clone(dest: Path) -> Path:
-    """Copy what a clone of the working tree holds (tracked + untracked-not-ignored files) into dest."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True).stdout.decode().split("\0")
-    for rel in filter(None, files):
+    """Copy what a clone of the working tree holds into dest: the tracked files as they are now, and the untracked
+    files git does not ignore (new sources not committed yet) up to 5 MB each (not someone's stray outputs)."""
+    tracked = _git_files("--cached")
+    untracked = [f for f in _git_files("--others", "--exclude-standard")
+                 if (ROOT / f).is_file() and (ROOT / f).stat().st_size <= 5 * 2**20]
+    for rel in tracked + untracked:
         src = ROOT / rel
         if not src.is_file():  # deleted in the working tree, or a submodule
             continue
