@@ -110,9 +110,10 @@ def parse_ids(text: str) -> list:
 def run(protocol: str, ids: Sequence[int], link: Optional[str] = None, announce=print, speed: Optional[float] = None,
         watchdog_ms: int = 200, return_delay_us: float = 0.0, garbage_every: int = 0, corrupt_every: int = 0,
         drop: float = 0.0, corrupt: float = 0.0, delay_p: float = 0.0, delay_ms: float = 0.0, seed: int = 0,
-        log: Optional[str] = None) -> None:
+        log: Optional[str] = None, owner_pid: int = 0) -> None:
     """Serve one simulated controller until SIGTERM/SIGINT (runs in the calling process). With `log`, write the
-    simulator log (drivers.arm.sim_log), ending with the "end" line on SIGTERM / SIGINT."""
+    simulator log (drivers.arm.sim_log), ending with the "end" line on SIGTERM / SIGINT. With `owner_pid`, also stop
+    when that process is gone (its owner was killed with SIGKILL and could not stop it: no orphan simulators)."""
     from drivers.arm.sim_servers import make_server
 
     if protocol not in PROTOCOLS:
@@ -139,8 +140,15 @@ def run(protocol: str, ids: Sequence[int], link: Optional[str] = None, announce=
         simlog.write({"t": round(time.monotonic(), 6), "ev": "start", "protocol": protocol, "ids": list(ids),
                       "faults": faults.as_dict(), "return_delay_us": return_delay_us, "pid": os.getpid()})
     announce(f"PORT {path}")
+    owner_gone = owner_watch(owner_pid)
+
+    def stop() -> bool:
+        if not stopping and owner_gone():
+            stopping.append("owner-exited")
+        return bool(stopping)
+
     try:
-        serve(server, master, stop=lambda: bool(stopping), return_delay_s=return_delay_us * 1e-6,
+        serve(server, master, stop=stop, return_delay_s=return_delay_us * 1e-6,
               injector=injector, log=simlog)
     except KeyboardInterrupt:
         stopping.append("KeyboardInterrupt")
@@ -162,11 +170,31 @@ def run(protocol: str, ids: Sequence[int], link: Optional[str] = None, announce=
                 pass
 
 
+def owner_watch(pid: int, every_s: float = 0.5):
+    """() -> True once process `pid` no longer exists (checked at most every `every_s`); always False for pid 0."""
+    state = {"next": 0.0, "gone": False}
+
+    def gone() -> bool:
+        now = time.monotonic()
+        if pid and not state["gone"] and now >= state["next"]:
+            state["next"] = now + every_s
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                state["gone"] = True
+            except PermissionError:  # exists, owned by another user
+                pass
+        return state["gone"]
+
+    return gone
+
+
 def run_from_args(a: argparse.Namespace, announce=print) -> None:
     """`run` with the options `add_sim_arguments` defines (for every command line that serves a simulator)."""
     run(a.protocol, parse_ids(a.ids), a.link, announce=announce, speed=a.speed, watchdog_ms=a.watchdog_ms,
         return_delay_us=a.return_delay_us, garbage_every=a.garbage_every, corrupt_every=a.corrupt_every,
-        drop=a.drop, corrupt=a.corrupt, delay_p=a.delay_p, delay_ms=a.delay_ms, seed=a.seed, log=a.log)
+        drop=a.drop, corrupt=a.corrupt, delay_p=a.delay_p, delay_ms=a.delay_ms, seed=a.seed, log=a.log,
+        owner_pid=getattr(a, "owner_pid", 0) or 0)
 
 
 class SimulatedController:
@@ -200,6 +228,7 @@ class SimulatedController:
             self.args += ["--link", link]
         if self.log:
             self.args += ["--log", self.log]
+        self.args += ["--owner-pid", str(os.getpid())]  # it stops itself if this process is killed outright
         self.startup_timeout_s = startup_timeout_s
         self.proc: Optional[subprocess.Popen] = None
         self.port: Optional[str] = None
@@ -306,6 +335,8 @@ def add_sim_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", required=True, choices=PROTOCOLS)
     p.add_argument("--ids", default="1,2,3,4,5,6", help="servo / joint ids, comma-separated (default 1..6)")
     p.add_argument("--link", default=None, help="also create this symlink to the pty (a stable port path)")
+    p.add_argument("--owner-pid", type=int, default=0, help="stop when this process is gone (set by the code that "
+                   "starts the simulator, so a SIGKILLed owner leaves no simulator behind)")
     p.add_argument("--speed", type=float, default=None,
                    help="max speed in raw units/s (default 2000 counts/s for servos, 2e6 urad/s for framed)")
     p.add_argument("--watchdog-ms", type=int, default=200, help="framed: controller watchdog (0 = off)")
