@@ -137,7 +137,9 @@ def test_fault_when_the_controller_dies_holds_and_dumps(policy, devices, tmp_pat
     loop = make_loop(policy, devices, tmp_path)
     threading.Timer(1.5, devices.sim.kill).start()
     s = loop.run(seconds=6.0)
-    assert s["stopped_by"] == "fault" and "PortClosedError" in s["fault"], s["fault"]
+    # the pty closing (PortClosedError) or, on a loaded machine, the state going stale first (BusFaultError): either
+    # way the dead controller is a fault within the staleness budget, never a run that goes on
+    assert s["stopped_by"] == "fault" and ("PortClosedError" in s["fault"] or "BusFaultError" in s["fault"]), s["fault"]
     assert s["duration_s"] < 4.0
     dump = Path(s["dump"])
     with np.load(dump) as d:
