@@ -11,10 +11,8 @@ import json
 import logging
 import os
 import platform
-import resource
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import ConfigError
+from .process_memory import peak_rss_mb, rss_mb  # noqa: F401  (re-exported)
 from .synthetic import synthetic_observation  # noqa: F401  (re-exported)
 from .timing import jitter, summarize
 
@@ -29,40 +28,6 @@ log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("control_step", "text", "preprocess", "vision_encoder", "prefill", "denoise", "denoise_step",
                "postprocess")
-
-
-def _proc_status_mb(field: str) -> float | None:
-    """VmRSS / VmHWM of this process from /proc/self/status (Linux), in MiB; None where there is no /proc."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def rss_mb() -> float:
-    """Resident memory now (MiB): /proc on Linux, psutil elsewhere, else the peak so far (never NaN)."""
-    mb = _proc_status_mb("VmRSS")
-    if mb is not None:
-        return mb
-    try:
-        import psutil
-
-        return psutil.Process().memory_info().rss / 2**20
-    except ImportError:
-        return peak_rss_mb()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (MiB): VmHWM on Linux, getrusage elsewhere (KiB on Linux, B on macOS)."""
-    mb = _proc_status_mb("VmHWM")
-    if mb is not None:
-        return mb
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
 
 
 def measure(infer: Callable[[dict, int], dict], make_obs: Callable[[int], dict], iterations: int, warmup: int,

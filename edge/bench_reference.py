@@ -74,7 +74,7 @@ def compare_reference(args, ours, progress: Callable[[str], None] = lambda s: No
 
     Returns (the comparison, ours' measurement in `edge.bench.measure`'s form): bench reports ours from that one
     measurement, so the stage table's control_step and the comparison's "ours" are the same samples."""
-    from .bench import rss_mb
+    from .process_memory import rss_mb
     from .loader import PolicySource, load_checkpoint_policy
     from .synthetic import synthetic_observation
 

@@ -121,7 +121,7 @@ def test_memory_figures_without_psutil(monkeypatch):
     import builtins
     import sys
 
-    import edge.bench as bench
+    import edge.process_memory as bench
 
     real_import = builtins.__import__
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edge.default import DEFAULT_CONFIG
+from edge.default import DEFAULT_CONFIG, default_engines_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 IDS = list(range(1, 8))
@@ -131,7 +131,7 @@ def test_out_of_range_policy_is_a_fault_and_clip_mode_counts(sim, tmp_path, defa
             return out
 
     os.environ["IMAGEWAM_EDGE_CACHE"] = str(default_cache)
-    policy = load_engine_policy(Path(default_cache) / "default-v2" / "engines")
+    policy = load_engine_policy(default_engines_dir())
     cfg = from_yaml(write_config(tmp_path, sim.port, torque_on_stop="hold"))
     s = run_config(cfg, seconds=3.0, policy=Wild(policy))
     assert s["stopped_by"] == "fault" and s["fault"].startswith("OutOfRangeError"), s["fault"]
@@ -202,7 +202,7 @@ def test_a_dead_bus_at_the_loop_start_is_a_fault_with_a_dump(watchdog_ms, expect
     from drivers.arm.base import MultiArm
     from drivers.camera.sim import SimCamera, SimCameraConfig
 
-    policy = load_engine_policy(Path(default_cache) / "default-v2" / "engines")
+    policy = load_engine_policy(default_engines_dir())
     ac = ArmConfig("dynamixel", sim.port, tuple(IDS), safety={"lower": -1.5, "upper": 1.5},
                    link={"watchdog_ms": watchdog_ms})
     arm = MultiArm([make_link(ac, sim.port, 0, "test")]).connect()
