@@ -4,11 +4,13 @@ from __future__ import annotations
 from edge.cli_util import command, emit_json
 
 
-def progress_printer():
-    """Progress of a long job: one line per step on stderr, so stdout carries only the result (the one JSON object
-    with --json; a job of half an hour does not go silent for it)."""
+def progress_printer(quiet: bool = False):
+    """Progress of a long job: one line per step on stderr (stdout carries only the result); nothing with `quiet`
+    (--json: the one JSON object, whose `resources` hold the wall time and peak RSS)."""
     import sys
 
+    if quiet:
+        return lambda s: None
     return lambda s: print(s, file=sys.stderr, flush=True)
 
 
@@ -118,7 +120,7 @@ def _quantize(args) -> int:
     from .gate import format_report
     from .ptq import quantize_engines
 
-    say = progress_printer()
+    say = progress_printer(quiet=args.json)
     report = quantize_engines(args.onnx, args.precision, args.out, calibration=args.calibration,
                               synthetic=args.synthetic, holdout=args.holdout, max_observations=args.max_observations,
                               high_precision=args.high_precision, gate=not args.no_gate, include=tuple(args.include),
@@ -193,7 +195,7 @@ def _build(args) -> int:
     from .build import build_engines
 
     manifest = build_engines(args.onnx, args.out, workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,
-                             fp16=args.fp16, progress=progress_printer(),
+                             fp16=args.fp16, progress=progress_printer(quiet=args.json),
                              high_precision=args.high_precision)
     if args.json:
         emit_json(manifest)
@@ -225,7 +227,7 @@ def _verify(args) -> int:
 def _export(args) -> int:
     from .export import export_checkpoint
 
-    say = progress_printer()
+    say = progress_printer(quiet=args.json)
     result = export_checkpoint(args.checkpoint, args.out, opset=args.opset, canvas=args.canvas, base=args.base,
                                instructions=args.instruction, text_encoder=args.text_encoder, progress=say)
     if args.json:
