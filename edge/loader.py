@@ -21,9 +21,10 @@ class PolicySource:
     engines: str | None = None  # engines directory, or "@default"
     checkpoint: str | None = None  # ImageWAM release directory (torch backend)
     backend: str = ""  # "" = torch for a checkpoint, onnxruntime for engines
-    base: str | None = None  # base release (vae/, text_encoder/, tokenizer/); default CHECKPOINT/base
+    base: str | None = None  # base release; default CHECKPOINT/base. FLUX.2: vae/ always, text_encoder/ and
+    #                          tokenizer/ only for instructions not in a prompt cache (Ovis-U1: REQUIRED_BASE)
     dtype: str = "auto"  # torch compute dtype; auto = the checkpoint's own
-    prompt_cache: str | None = None
+    prompt_cache: str | None = None  # engines: default ENGINES/prompts.npz; checkpoint: read before CHECKPOINT/prompts.npz
     steps: int | None = None  # denoising steps; None = the engines' / 10
     canvas: str | None = None
     device: str = "cpu"  # torch: cpu | cuda | cuda:N

@@ -8,7 +8,12 @@ encoder must see the image every step (Ovis-U1). `valid` is the number of real (
 those rows, so an embedding padded to the encoder's context length (512 in the official code) is trimmed, never fed
 to the model with its padding (that moves the actions by ~6e-2). An entry written before `valid` existed is taken
 as trimmed unless it has PADDED_LENGTH or more rows, which is refused with the fix. `key` = sha256(encoder + NUL + instruction)[:20], so
-the same instruction under another text encoder (other weights, layers, template) is a different entry."""
+the same instruction under another text encoder (other weights, layers, template) is a different entry.
+
+A checkpoint may ship its own cache, CHECKPOINT/prompts.npz (as an engines directory ships ENGINES/prompts.npz):
+the torch loaders read it (never write it) after the cache given with --prompt-cache, so a checkpoint whose base/
+holds only the autoencoder runs every instruction it has cached. Without the text encoder its identity comes from
+the caches' entries (`cached_encoder`)."""
 from __future__ import annotations
 
 import hashlib
@@ -143,25 +148,92 @@ class PromptCache:
         return self.path
 
 
-class TextSource:
-    """Instruction -> valid-token embedding [T, width]: from the cache, else from `encoder` (then cached)."""
+SHIPPED_CACHE = "prompts.npz"  # the cache a checkpoint (or an engines directory) ships beside its weights
 
-    def __init__(self, encoder_id: str, cache: PromptCache | None = None, encoder=None):
-        self.encoder_id, self.cache, self.encoder = encoder_id, cache, encoder
+
+def checkpoint_caches(checkpoint: str | Path, prompt_cache: str | Path | None = None
+                      ) -> tuple[PromptCache | None, PromptCache | None]:
+    """(the cache given with --prompt-cache, read and written; CHECKPOINT/prompts.npz, read only) for a checkpoint's
+    torch policy; either may be None (none given / none shipped; the same file counts once, as the given one)."""
+    shipped_path = Path(checkpoint) / SHIPPED_CACHE
+    given = PromptCache(prompt_cache) if prompt_cache else None
+    if given is not None and shipped_path.exists() and given.path.resolve() == shipped_path.resolve():
+        return given, None
+    return given, (PromptCache(shipped_path) if shipped_path.is_file() else None)
+
+
+def cached_encoder(caches, accept, what: str) -> str | None:
+    """The one text-encoder identity of the entries in `caches` that `accept(entry)` admits (the variant's kind and
+    width), None when there is none; more than one is refused, since without the text encoder it cannot be told
+    which of them the checkpoint's base release is."""
+    found: dict[str, set[str]] = {}
+    for cache in caches:
+        if cache is None:
+            continue
+        for entry in cache.entries():
+            if isinstance(entry.get("encoder"), str) and accept(entry):
+                found.setdefault(entry["encoder"], set()).add(str(cache.path))
+    if len(found) > 1:
+        listing = "; ".join(f"{enc} in {', '.join(sorted(paths))}" for enc, paths in sorted(found.items()))
+        raise ConfigError(f"the prompt caches hold entries of {len(found)} text encoders ({listing}) and {what} is "
+                          "not here to tell which one this checkpoint uses; ship it (see the README, \"Your "
+                          "checkpoint\"), or keep one encoder's entries: rebuild the cache with `imagewam-edge prompts "
+                          "add` from this checkpoint's base release")
+    return next(iter(found), None)
+
+
+class TextSource:
+    """Instruction -> valid-token embedding [T, width]: from `cache`, else from the read-only `shipped` cache (a hit
+    there is copied into `cache`, so an export's prompts.npz carries it), else from `encoder` (then cached)."""
+
+    def __init__(self, encoder_id: str, cache: PromptCache | None = None, encoder=None,
+                 shipped: PromptCache | None = None):
+        self.encoder_id, self.cache, self.encoder, self.shipped = encoder_id, cache, encoder, shipped
         self.encoder_calls = 0
+        self._stand_ins: dict[str, str] = {}
+
+    def stand_in(self, instruction: str, by: str) -> None:
+        """Serve `instruction` with the embedding of `by` (a cached instruction), never storing it under
+        `instruction`: an export traces its engines on an example instruction that a checkpoint without its text
+        encoder may not have cached; any real embedding traces the same graphs."""
+        self._stand_ins[instruction.strip()] = by
+
+    def lookup(self, instruction: str) -> np.ndarray | None:
+        """The cached embedding (given cache first, then the shipped one), None on a miss; runs no encoder."""
+        for cache in (self.cache, self.shipped):
+            if cache is not None:
+                hit = cache.get(instruction, self.encoder_id)
+                if hit is not None:
+                    return hit
+        return None
+
+    def cached_instructions(self) -> list[str]:
+        """The instructions either cache holds for this text encoder (given cache first, no repeats)."""
+        out: list[str] = []
+        for cache in (self.cache, self.shipped):
+            for entry in cache.entries() if cache is not None else ():
+                if entry.get("encoder") == self.encoder_id and entry["instruction"] not in out:
+                    out.append(entry["instruction"])
+        return out
 
     def __call__(self, instruction: str) -> np.ndarray:
-        if self.cache is not None:
-            hit = self.cache.get(instruction, self.encoder_id)
-            if hit is not None:
-                return hit
+        instruction = self._stand_ins.get(instruction.strip(), instruction)
+        hit = self.cache.get(instruction, self.encoder_id) if self.cache is not None else None
+        if hit is not None:
+            return hit
+        hit = self.shipped.get(instruction, self.encoder_id) if self.shipped is not None else None
+        if hit is not None:
+            if self.cache is not None:
+                self.cache.put(instruction, self.encoder_id, hit)
+                self.cache.save()
+            return hit
         if self.encoder is None:
             where = self.cache.path if self.cache is not None else "(no cache given)"
             raise ConfigError(f"instruction {instruction!r} is not in the prompt cache {where} for text encoder "
                               f"{self.encoder_id}, and no text encoder is loaded here; add it on the workstation: "
                               f"imagewam-edge prompts add --checkpoint DIR --prompt-cache FILE --instruction \"...\"")
         self.encoder_calls += 1
-        emb = self.encoder(instruction)
+        emb = self.encoder(instruction)  # an encoder whose files are not here raises, naming them and the fixes
         if self.cache is not None:
             self.cache.put(instruction, self.encoder_id, emb)
             self.cache.save()

@@ -4,7 +4,8 @@ JSON beside each; the export checks itself against PyTorch with onnxruntime.
 Output directory (the "engines" directory the runtime reads):
     policy.json            PolicySpec (variant, dims, horizon, steps, canvas, text encoder identity)
     dataset_stats.json     copied from the checkpoint
-    prompts.npz            prompt-embedding cache for the instructions given with --instruction
+    prompts.npz            prompt-embedding cache for the instructions given with --instruction and those of
+                           CHECKPOINT/prompts.npz
     <component>.onnx (+ .onnx.data for large models) and <component>.json (metadata)
     manifest.json          kind, precision, checksums of every file, source checksums, versions
 Built in a sibling staging directory and swapped in complete (edge/atomic.py): an interrupted export leaves the
@@ -191,9 +192,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
     with staged_dir(out) as tmp:  # built beside OUT; the previous OUT stays until the new one is complete
         progress(f"loading {checkpoint} (memory-mapped, stored dtype)")
         loaded = load_policy(checkpoint, base=base, prompt_cache=tmp / "prompts.npz", canvas=canvas)
-        spec = loaded.policy.spec
-        for text in [*(instructions or []), EXAMPLE_INSTRUCTION]:
-            loaded.policy.text(text)  # fills prompts.npz (the example: the engines' example inputs, as before)
+        spec, source = loaded.policy.spec, loaded.policy.text_source
+        for text in [*(instructions or []), *source.cached_instructions()]:  # + those CHECKPOINT/prompts.npz holds
+            loaded.policy.text(text)  # fills prompts.npz
+        if (source.lookup(EXAMPLE_INSTRUCTION) is None and not getattr(source.encoder, "available", True)
+                and source.cached_instructions()):  # no text encoder in base/: trace on a cached instruction
+            source.stand_in(EXAMPLE_INSTRUCTION, source.cached_instructions()[0])
+        loaded.policy.text(EXAMPLE_INSTRUCTION)  # the engines' example inputs, as before
         progress(f"      prompt cache: {len(instructions or [])} instruction(s) + the example one; {rss()}")
         metas, deferred = {}, []
 

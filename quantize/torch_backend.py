@@ -13,7 +13,7 @@ from edge.backends.base import Prefix, Traffic
 from edge.errors import CheckpointError, ConfigError
 from edge.normalize import load_normalizers
 from edge.policy import ImageWAMPolicy, PolicySpec
-from edge.prompt_cache import PromptCache, TextSource
+from edge.prompt_cache import TextSource, cached_encoder, checkpoint_caches
 from edge.rope import action_rope
 from edge.transforms import get_embodiment
 
@@ -182,8 +182,9 @@ class LoadedPolicy:
 
 
 def resolve_base(directory: Path, train_config: dict, base: str | Path | None = None) -> Path:
-    """Where the FLUX.2 klein base release (vae/, text_encoder/, tokenizer/) is: --base, else train_config's
-    `edge.base` (relative to the checkpoint), else DIR/base."""
+    """Where the FLUX.2 klein base release is: --base, else train_config's `edge.base` (relative to the checkpoint),
+    else DIR/base. Only `vae/` must be there (the vision encoder is its encoder); `text_encoder/` and `tokenizer/`
+    are read only for an instruction that no prompt cache holds."""
     edge_cfg = train_config.get("edge", {}) if isinstance(train_config, dict) else {}
     candidates = [Path(base)] if base else []
     if edge_cfg.get("base"):
@@ -193,9 +194,11 @@ def resolve_base(directory: Path, train_config: dict, base: str | Path | None = 
         if (cand / "vae" / "config.json").exists():
             return cand
     raise CheckpointError(
-        f"the FLUX.2 klein base release was not found (looked in: {', '.join(str(c) for c in candidates)}); "
-        "the autoencoder and the Qwen3 text encoder come from it: download black-forest-labs/FLUX.2-klein-4B "
-        "(diffusers layout: vae/, text_encoder/, tokenizer/) and pass --base DIR or place it at CHECKPOINT/base")
+        f"the FLUX.2 autoencoder was not found: no vae/config.json in {', '.join(str(c) for c in candidates)}. "
+        "The vision encoder is the FLUX.2 klein autoencoder (AutoencoderKLFlux2, diffusers layout), needed by every "
+        f"command: copy `vae/` of black-forest-labs/FLUX.2-klein-4B (or -9B) to {candidates[-1] / 'vae'}, or pass "
+        "--base DIR pointing at the release (`text_encoder/` and `tokenizer/` are needed only for instructions "
+        "not in the prompt cache)")
 
 
 def load_vae_tokenizer(base: Path, dtype: torch.dtype | None = None) -> Flux2ImageTokenizer:
@@ -216,29 +219,40 @@ def load_torch_policy(checkpoint: str | Path, base: str | Path | None = None, dt
                       cuda_graphs: bool | None = None, compile: bool = False) -> LoadedPolicy:
     """A complete policy from a release directory. `device` "cuda" (or "cuda:N") runs the control step on the GPU
     with the K/V resident and CUDA graphs (see TorchBackend); the text encoder stays where `text_encoder` puts it
-    (off the control path: the prompt cache serves every instruction it has seen)."""
+    (off the control path: the prompt cache serves every instruction it has seen).
+
+    Of base/ only `vae/` is required. Instructions come from `prompt_cache` (read and written), then the
+    checkpoint's own CHECKPOINT/prompts.npz (read only), then the Qwen3 text encoder, whose files are looked at only
+    then: without `text_encoder/` or `tokenizer/` an uncached instruction fails naming them and the fixes."""
     ckpt = load_checkpoint(checkpoint, dtype=dtype)
     directory = Path(checkpoint)
     edge_cfg = ckpt.train_config.get("edge", {}) if isinstance(ckpt.train_config, dict) else {}
     model_cfg = ckpt.train_config.get("model", {}) if isinstance(ckpt.train_config, dict) else {}
     base_dir = resolve_base(directory, ckpt.train_config, base)
     tokenizer = load_vae_tokenizer(base_dir)
+    cache, shipped = checkpoint_caches(directory, prompt_cache)
     text_encoder = Qwen3TextEncoder(base_dir / "text_encoder", base_dir / "tokenizer",
                                     layers=edge_cfg.get("text_layers", DEFAULT_LAYERS),
-                                    max_length=int(model_cfg.get("qwen_context_len", 512)), dtype=dtype)
+                                    max_length=int(model_cfg.get("qwen_context_len", 512)), dtype=dtype,
+                                    checkpoint=directory, prompt_cache=prompt_cache)
     cfg = ckpt.model.backbone_cfg
-    if text_encoder.width != cfg.context_dim:
+    if text_encoder.width is not None and text_encoder.width != cfg.context_dim:
         raise CheckpointError(f"text encoder in {base_dir} gives width {text_encoder.width} but the checkpoint's "
                               f"backbone takes {cfg.context_dim}: the base release does not match the checkpoint")
+    if text_encoder.available:
+        encoder_id = text_encoder.identity
+    else:  # base/ without the text encoder: the id its cached entries were made with (FLUX.2 text at this width)
+        encoder_id = cached_encoder(
+            [cache, shipped], lambda e: e["encoder"].startswith("qwen3-") and e.get("width") == cfg.context_dim,
+            f"the text encoder ({' and '.join(str(m) for m in text_encoder.missing)})") or "qwen3-unknown"
     emb = get_embodiment(embodiment or edge_cfg.get("embodiment", "libero"))
     spec = PolicySpec(variant="flux2", action_dim=ckpt.model.expert_cfg.action_dim, state_dim=ckpt.model.proprio_dim,
                       text_width=cfg.context_dim, head_dim=cfg.head_dim, axes_dim=cfg.axes_dim, theta=cfg.theta,
-                      embodiment=emb.name, text_encoder=text_encoder.identity,
+                      embodiment=emb.name, text_encoder=encoder_id,
                       horizon=int(horizon or edge_cfg.get("horizon", emb.horizon)), steps=int(steps),
                       canvas=canvas or edge_cfg.get("canvas") or "")  # a preset name or a declared layout
     state_norm, action_norm = load_normalizers(ckpt.stats_path, emb.norm_mode)
-    cache = PromptCache(prompt_cache) if prompt_cache else None
-    source = TextSource(spec.text_encoder, cache, text_encoder)
+    source = TextSource(spec.text_encoder, cache, text_encoder, shipped=shipped)
     if device != "cpu":
         ckpt.model.to(device)
         tokenizer.to(device)

@@ -3,7 +3,9 @@
     DIR/model.pt              {"mot": state_dict, "step", "torch_dtype", "proprio_encoder": {"weight", "bias"}}
     DIR/dataset_stats.json    normalisation statistics
     DIR/train_config.yaml     (optional) training config, cross-checked against the tensor shapes
-    BASE/vae, BASE/text_encoder, BASE/tokenizer   the FLUX.2 klein base release (diffusers layout)
+    DIR/prompts.npz           (optional) the checkpoint's prompt cache (edge/prompt_cache.py), read only
+    BASE/vae                  the FLUX.2 klein autoencoder (diffusers layout): always needed (the vision encoder)
+    BASE/text_encoder, BASE/tokenizer   needed only for instructions no prompt cache holds (quantize/torch_backend.py)
 
 Strict: every tensor is used; missing, unexpected or mis-shaped keys are reported by name. Memory-frugal: the file
 is memory-mapped (`weights_only=True, mmap=True`), the model is built on the meta device and the tensors are

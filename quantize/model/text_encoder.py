@@ -32,30 +32,67 @@ def format_prompt(instruction: str) -> str:
     return PROMPT_TEMPLATE.format(task=instruction.strip())
 
 
+def uncached_error(instruction: str, missing: list[Path], checkpoint: Path | None, prompt_cache: Path | None,
+                   ship: str) -> CheckpointError:
+    """The error for an instruction that is in no prompt cache while the text encoder's files are not here."""
+    ckpt = str(checkpoint) if checkpoint is not None else "CHECKPOINT"
+    cache = str(prompt_cache) if prompt_cache is not None else f"{ckpt}/prompts.npz"
+    quoted = instruction.strip().replace("'", "'\\''")
+    return CheckpointError(
+        f"instruction {instruction.strip()!r} is not in the prompt cache ({cache}) and this checkpoint has no text "
+        f"encoder to compute it: {' and '.join(str(m) for m in missing)} not found (base/ needs them only for "
+        "instructions that are not cached). Fix, either: (1) add it to the cache where the full base release is, "
+        f"`imagewam-edge prompts add --checkpoint {ckpt} --prompt-cache {cache} --instruction '{quoted}'` (pass --base "
+        f"DIR if the release is elsewhere; every command that loads the checkpoint reads {ckpt}/prompts.npz), and copy "
+        f"the cache here; or (2) ship the text encoder: {ship}")
+
+
 class Qwen3TextEncoder:
     def __init__(self, model_dir: str | Path, tokenizer_dir: str | Path, layers=DEFAULT_LAYERS,
-                 max_length: int = 512, dtype: torch.dtype | None = None):
-        """Checks the folders now; loads the weights on the first `encode` (a prompt-cache hit never loads them)."""
+                 max_length: int = 512, dtype: torch.dtype | None = None, checkpoint: str | Path | None = None,
+                 prompt_cache: str | Path | None = None):
+        """Checks the folders that are here now; loads the weights on the first `encode` (a prompt-cache hit never
+        loads them). Without `text_encoder/` or `tokenizer/` (`available` False) only `encode` & co. fail, naming
+        the instruction, the missing folders and the fixes (`checkpoint`/`prompt_cache` go into that message)."""
         self.model_dir, self.tokenizer_dir = Path(model_dir), Path(tokenizer_dir)
-        for path, what, marker in ((self.model_dir, "text_encoder", "config.json"),
-                                   (self.tokenizer_dir, "tokenizer", "tokenizer_config.json")):
-            if not (path / marker).exists():
-                raise CheckpointError(
-                    f"{path / marker} not found: copy the `{what}/` folder of the FLUX.2 klein base release "
-                    "(diffusers layout) there, or pass --base DIR pointing at the release")
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.prompt_cache = Path(prompt_cache) if prompt_cache is not None else None
+        self.missing = [path for path, marker in ((self.model_dir, "config.json"),
+                                                  (self.tokenizer_dir, "tokenizer_config.json"))
+                        if not (path / marker).exists()]
         self.layers, self.max_length, self.dtype = tuple(int(i) for i in layers), int(max_length), dtype
-        config = read_json_object(self.model_dir / "config.json", "copy the `text_encoder/` folder of the FLUX.2 klein "
-                                  "base release again (diffusers layout)", CheckpointError)
-        require_keys(config, ["hidden_size", "num_hidden_layers"], self.model_dir / "config.json",
-                     "copy the `text_encoder/` folder of the FLUX.2 klein base release again", CheckpointError)
-        n_layers = int(config.get("num_hidden_layers", 0))
-        if max(self.layers) > n_layers:
-            raise CheckpointError(f"{self.model_dir}: text layers {self.layers} exceed the model's {n_layers} layers")
-        self.width = len(self.layers) * int(config["hidden_size"])
+        self.width = None  # known once text_encoder/config.json is here
+        if (self.model_dir / "config.json").exists():
+            config = read_json_object(self.model_dir / "config.json", "copy the `text_encoder/` folder of the FLUX.2 "
+                                      "klein base release again (diffusers layout)", CheckpointError)
+            require_keys(config, ["hidden_size", "num_hidden_layers"], self.model_dir / "config.json",
+                         "copy the `text_encoder/` folder of the FLUX.2 klein base release again", CheckpointError)
+            n_layers = int(config.get("num_hidden_layers", 0))
+            if max(self.layers) > n_layers:
+                raise CheckpointError(f"{self.model_dir}: text layers {self.layers} exceed the model's {n_layers} layers")
+            self.width = len(self.layers) * int(config["hidden_size"])
         self.model = self.tokenizer = None
         self.loads = 0
 
+    @property
+    def available(self) -> bool:
+        return not self.missing
+
+    def _require(self, instruction: str | None = None) -> None:
+        if not self.missing:
+            return
+        if instruction is not None:
+            raise uncached_error(instruction, self.missing, self.checkpoint, self.prompt_cache, self.ship)
+        raise CheckpointError(f"{' and '.join(str(m) for m in self.missing)} not found: this needs the Qwen3 text "
+                              f"encoder and its tokenizer; {self.ship}")
+
+    @property
+    def ship(self) -> str:
+        return (f"copy `text_encoder/` and `tokenizer/` of the FLUX.2 klein base release (diffusers layout) to "
+                f"{self.model_dir.parent}/, or pass --base DIR pointing at the release")
+
     def _load(self) -> None:
+        self._require()
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from quantize.hf import quiet
 
@@ -76,6 +113,7 @@ class Qwen3TextEncoder:
     @property
     def identity(self) -> str:
         """Stable id of (weights, tokenizer, layers, length, template): keys the prompt cache."""
+        self._require()
         h = hashlib.sha256()
         h.update((self.model_dir / "config.json").read_bytes())
         for f in sorted(self.model_dir.glob("*.safetensors")) + sorted(self.model_dir.glob("*.bin")):
@@ -95,6 +133,7 @@ class Qwen3TextEncoder:
     @torch.no_grad()
     def encode_padded(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The official path: ([1, max_length, width] hidden, [1, max_length] bool mask)."""
+        self._require(instruction)
         if self.model is None:
             self._load()
         batch = self.tokenizer(self._rendered(instruction), return_tensors="pt", padding="max_length",
@@ -109,6 +148,7 @@ class Qwen3TextEncoder:
 
     def encode(self, instruction: str) -> np.ndarray:
         """Valid tokens only: [T, width] float32."""
+        self._require(instruction)
         hidden, mask = self.encode_padded(instruction)
         return hidden[0][mask[0]].float().numpy()
 

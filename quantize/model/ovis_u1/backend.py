@@ -23,9 +23,10 @@ from edge.errors import CheckpointError
 from edge.normalize import load_normalizers
 from edge.ovis_rope import action_rope
 from edge.policy import ImageWAMPolicy, PolicySpec
-from edge.prompt_cache import PromptCache, TextSource
+from edge.prompt_cache import TextSource, cached_encoder, checkpoint_caches
 from edge.transforms import get_embodiment
 
+from ..text_encoder import uncached_error
 from .checkpoint import BaseRelease, OvisCheckpoint, load_checkpoint, load_conditioner, load_vae
 from .conditioning import OvisConditioner, prompt_ids
 from .vae import OvisImageTokenizer
@@ -33,21 +34,44 @@ from .vae import OvisImageTokenizer
 log = logging.getLogger(__name__)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
+
+
 class OvisPromptTokenizer:
     """Instruction -> the VLM's prompt token ids (int64 [T], with the image placeholders): what the prompt cache
-    stores for Ovis-U1 (the VLM itself must run every step, since it reads the image)."""
+    stores for Ovis-U1 (the VLM itself must run every step, since it reads the image). The tokenizer files are
+    read only for an instruction that no prompt cache holds; without them (`available` False) such an instruction
+    fails naming it, the missing file and the fixes (`checkpoint`/`prompt_cache` go into that message)."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, checkpoint: str | Path | None = None, prompt_cache: str | Path | None = None):
         self.base = Path(base)
-        if not (self.base / "tokenizer_config.json").exists():
-            raise CheckpointError(f"{self.base}/tokenizer_config.json not found: the Ovis-U1 base release ships its "
-                                  "Qwen3 tokenizer beside config.json")
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.prompt_cache = Path(prompt_cache) if prompt_cache is not None else None
+        self.missing = [] if (self.base / "tokenizer_config.json").exists() else [self.base / "tokenizer_config.json"]
         self.tokenizer = None
 
     @property
+    def available(self) -> bool:
+        return not self.missing
+
+    @property
+    def ship(self) -> str:
+        return (f"copy the Qwen3 tokenizer files of the Ovis-U1 base release (AIDC-AI/Ovis-U1-3B: "
+                f"{', '.join(TOKENIZER_FILES[:2])}, chat_template.jinja, ...) beside config.json in {self.base}/")
+
+    def _require(self, instruction: str | None = None) -> None:
+        if not self.missing:
+            return
+        if instruction is not None:
+            raise uncached_error(instruction, self.missing, self.checkpoint, self.prompt_cache, self.ship)
+        raise CheckpointError(f"{self.missing[0]} not found: this needs the Ovis-U1 base release's tokenizer; "
+                              f"{self.ship}")
+
+    @property
     def identity(self) -> str:
+        self._require()
         h = hashlib.sha256()
-        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+        for name in TOKENIZER_FILES:
             f = self.base / name
             if f.exists():
                 h.update(f.read_bytes())
@@ -55,6 +79,7 @@ class OvisPromptTokenizer:
         return "ovis-ids-" + h.hexdigest()[:16]
 
     def __call__(self, instruction: str) -> np.ndarray:
+        self._require(instruction)
         if self.tokenizer is None:
             from transformers import AutoTokenizer
 
@@ -113,8 +138,17 @@ class LoadedOvisPolicy:
     image_tokenizer: OvisImageTokenizer
 
 
+REQUIRED_BASE = ("config.json (llm_config, visual_tokenizer_config, visual_generator_config.vae_config) and "
+                 "*.safetensors with llm.model.*, visual_tokenizer.*, vte.weight (the VLM, which reads the image "
+                 "every step) and visual_generator.vae.* (the autoencoder); preprocessor_config.json is optional "
+                 "(defaults), the tokenizer files are read only for instructions not in the prompt cache, and "
+                 "visual_generator.backbone.* and llm.lm_head.* are not read (the checkpoint carries its own DiT)")
+
+
 def resolve_base(directory: Path, train_config: dict, base: str | Path | None = None) -> Path:
-    """--base, else train_config's `edge.base` (relative to the checkpoint), else DIR/base."""
+    """--base, else train_config's `edge.base` (relative to the checkpoint), else DIR/base. What the base release
+    must hold (see REQUIRED_BASE): the VLM reads the image every step, so it is needed by every command; only the
+    tokenizer files are optional (read only for an instruction that no prompt cache holds)."""
     edge_cfg = train_config.get("edge", {}) if isinstance(train_config, dict) else {}
     candidates = [Path(base)] if base else []
     if edge_cfg.get("base"):
@@ -124,8 +158,9 @@ def resolve_base(directory: Path, train_config: dict, base: str | Path | None = 
         if (cand / "config.json").exists():
             return cand
     raise CheckpointError(
-        f"the Ovis-U1 base release was not found (looked in: {', '.join(str(c) for c in candidates)}); the VLM and "
-        "the autoencoder come from it: download AIDC-AI/Ovis-U1-3B and pass --base DIR or place it at CHECKPOINT/base")
+        f"the Ovis-U1 base release was not found: no config.json in {', '.join(str(c) for c in candidates)}. The "
+        f"VLM conditioning and the autoencoder come from it and every command runs them; it must hold "
+        f"{REQUIRED_BASE}: download AIDC-AI/Ovis-U1-3B and pass --base DIR or place it at {candidates[-1]}")
 
 
 def load_ovis_policy(checkpoint: str | Path, base: str | Path | None = None, dtype: torch.dtype | None = None,
@@ -148,16 +183,21 @@ def load_ovis_policy(checkpoint: str | Path, base: str | Path | None = None, dty
     if image_tokenizer.token_dim != cfg.in_channels:
         raise CheckpointError(f"the autoencoder in {base_dir} gives {image_tokenizer.token_dim}-channel tokens but the "
                               f"Yak takes {cfg.in_channels}")
-    tokenizer = OvisPromptTokenizer(base_dir)
+    cache, shipped = checkpoint_caches(directory, prompt_cache)
+    tokenizer = OvisPromptTokenizer(base_dir, checkpoint=directory, prompt_cache=prompt_cache)
+    if tokenizer.available:
+        encoder_id = tokenizer.identity
+    else:  # no tokenizer files: the id the cached token ids were made with
+        encoder_id = cached_encoder([cache, shipped], lambda e: e["encoder"].startswith("ovis-ids-"),
+                                    f"the tokenizer ({tokenizer.missing[0]})") or "ovis-ids-unknown"
     emb = get_embodiment(embodiment or edge_cfg.get("embodiment", "libero"))
     spec = PolicySpec(variant="ovis-u1", action_dim=ckpt.model.expert_cfg.action_dim, state_dim=ckpt.model.proprio_dim,
                       text_width=cfg.context_dim, head_dim=cfg.head_dim, axes_dim=cfg.axes_dim, theta=cfg.theta,
-                      embodiment=emb.name, text_encoder=tokenizer.identity,
+                      embodiment=emb.name, text_encoder=encoder_id,
                       horizon=int(horizon or edge_cfg.get("horizon", emb.horizon)), steps=int(steps),
                       canvas=canvas or edge_cfg.get("canvas") or "")
     state_norm, action_norm = load_normalizers(ckpt.stats_path, emb.norm_mode)
-    cache = PromptCache(prompt_cache) if prompt_cache else None
-    source = TextSource(spec.text_encoder, cache, tokenizer)
+    source = TextSource(spec.text_encoder, cache, tokenizer, shipped=shipped)
     backend = OvisTorchBackend(ckpt, conditioner, image_tokenizer)
     policy = ImageWAMPolicy(backend, spec, source, state_norm, action_norm)
     return LoadedOvisPolicy(policy, ckpt, tokenizer, base_dir, conditioner, image_tokenizer)

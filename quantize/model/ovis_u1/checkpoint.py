@@ -162,6 +162,14 @@ class BaseRelease:
                     out[key[len(prefix):]] = handle.get_tensor(key)
         return out
 
+    def require_group(self, prefix: str, what: str) -> None:
+        """Refuse, naming the group, a base release that lacks a part every control step runs."""
+        if not any(k.startswith(prefix) for k in self.index):
+            raise CheckpointError(f"{self.base} holds no {prefix}* tensors ({len(self.index)} tensors in "
+                                  f"{', '.join(sorted({f.name for f in self.index.values()}))}): {what} comes from them "
+                                  "and runs every control step; copy the *.safetensors of the Ovis-U1 base release "
+                                  "(AIDC-AI/Ovis-U1-3B) there, or pass --base DIR pointing at it")
+
     def unknown_keys(self) -> list[str]:
         groups = (LLM, VT, VTE, VAE, DIT) + KNOWN_UNUSED
         return [k for k in self.index if not k.startswith(groups)]
@@ -211,6 +219,8 @@ def build_llm(llm_config: dict):
 
 def load_conditioner(base: BaseRelease, dtype: torch.dtype | None = None) -> OvisConditioner:
     """The VLM conditioning (visual tokenizer, vte, Qwen3) from the base release, strictly."""
+    base.require_group(VT, "the VLM's visual tokenizer (it reads the image)")
+    base.require_group(LLM, "the VLM's Qwen3 language model (it reads the prompt and the image)")
     vt_cfg = tokenizer_config(base)
     pre = preprocess_config(base, vt_cfg.backbone.patch_size, vt_cfg.backbone.hidden_stride)
     with torch.device("meta"):
@@ -236,6 +246,7 @@ def load_vae(base: BaseRelease, dtype: torch.dtype | None = None):
                if not k.startswith("_")}
     if not vae_cfg:
         raise CheckpointError(f"{base.base}/config.json: visual_generator_config.vae_config is missing")
+    base.require_group(VAE, "the autoencoder (the image tokens)")
     with torch.device("meta"):
         vae = AutoencoderKL.from_config(vae_cfg)
     vae = strict_assign(vae, base.tensors(VAE), str(base.base), "Ovis-U1 autoencoder (visual_generator.vae.*)",
