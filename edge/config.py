@@ -111,6 +111,10 @@ class PolicyConfig:
     fallback: Optional[str] = None  # "torch": the checkpoint on the torch backend when the engines cannot be loaded
     url: Optional[str] = None  # backend remote: host:port of the Triton gRPC endpoint (`imagewam-edge serve`)
     timeout_s: float = 2.0  # backend remote: deadline of one control step's request
+    # policy action units -> robot units per joint, arms in order: q = scale * action + offset (a number, or one per
+    # joint; edge.transforms.JointMap, the policy's output transform)
+    action_scale: float | tuple[float, ...] = 1.0
+    action_offset: float | tuple[float, ...] = 0.0
 
     def torch_device(self) -> str:
         """Where the torch backend runs: `device`, else cpu for backend torch and cuda for the fallback."""
@@ -201,6 +205,11 @@ def _limit(f: _Fields, key: str) -> Any:
     if not vals or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in vals):
         raise f.err(key, f"must be a number or a list of numbers (one per joint), got {v!r}")
     return [float(x) for x in vals] if isinstance(v, list) else float(v)
+
+
+def _scale(f: _Fields, key: str, default: float):
+    v = _limit(f, key)
+    return default if v is None else tuple(v) if isinstance(v, list) else v
 
 
 def _camera(d: Any, i: int, source: str, base: Path) -> CameraConfig:
@@ -316,7 +325,8 @@ def from_dict(data: Any, source: str = "<config>", base: Path | None = None) -> 
                           pf.get("steps", None, kind=int, minimum=1, maximum=100), pf.get("threads", 0, kind=int, minimum=0),
                           pf.get("action_mode", "absolute", kind=str, choices=ACTION_MODES),
                           _index_list(pf, "action_indices"), _index_list(pf, "state_indices"),
-                          device=device, compile=compile_, fallback=fallback, url=url, timeout_s=timeout_s)
+                          device=device, compile=compile_, fallback=fallback, url=url, timeout_s=timeout_s,
+                          action_scale=_scale(pf, "action_scale", 1.0), action_offset=_scale(pf, "action_offset", 0.0))
     pf.done()
     cams = top.get("cameras", kind=list, example="[{kind: realsense, slot: agentview, serial: '123456789'}]")
     if not cams:

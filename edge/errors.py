@@ -27,3 +27,7 @@ def require(module: str, extra: str):
         raise MissingDependencyError(
             f"{module} is not installed ({exc}); install it with: pip install 'imagewam-edge[{extra}]'"
         ) from exc
+
+
+class PolicyOutputError(ImageWAMEdgeError):
+    """The policy returned actions the robot must not receive (non-finite, or not the declared shape)."""

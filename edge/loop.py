@@ -2,9 +2,10 @@
 joint commands streamed at the controller rate, with the safety checks before every write.
 
 Threads: each camera has its own capture thread (drivers.camera); one inference worker runs `policy.infer` on the
-newest frames when the scheduler asks for a chunk; the control thread (the caller's) paces itself on monotonic
+newest frames and the joint state when the scheduler asks for a chunk (a RobotPolicy: joint commands in robot units
+come out of the policy's own output transform, edge.transforms.JointMap, mapped and checked there, once); the control thread (the caller's) paces itself on monotonic
 deadlines advancing by whole periods (overruns counted), reads the arm state, asks the scheduler for the command
-and writes it. No fresh chunk in time -> hold the last command. Any fault (arm link, safety refusal, camera
+and writes it (the arm link enforces the safety limits). No fresh chunk in time -> hold the last command. Any fault (arm link, safety refusal, camera
 stalled for too long, inference error or timeout) -> hold, torque as configured, the last seconds of states and
 commands dumped to disk, stop. SIGINT -> the same safe stop without the fault.
 
@@ -33,6 +34,7 @@ from .errors import ConfigError, ImageWAMEdgeError
 from .loop_bus import BusMonitor
 from .realtime import clear_realtime, raise_threads, restore_threads, set_realtime
 from .stop_signals import StopSignals
+from .transforms import JointMap, RobotPolicy
 from .timing import StageTimes, Ticker, percentiles, summarize
 
 log = logging.getLogger(__name__)
@@ -45,17 +47,13 @@ class LoopFault(ImageWAMEdgeError):
     """The loop stopped on a fault; the message names the cause and the dump file."""
 
 
-def select_state(q: np.ndarray, indices: Optional[Sequence[int]]) -> np.ndarray:
-    """Arm joint vector -> policy state vector."""
-    return np.asarray(q, dtype=np.float64) if indices is None else np.asarray(q, dtype=np.float64)[list(indices)]
-
-
-def actions_to_targets(actions: np.ndarray, indices: Optional[Sequence[int]], mode: str,
-                       q_obs: np.ndarray) -> np.ndarray:
-    """Policy actions [H, Da] -> joint targets [H, J] (selected dims; deltas are added to the observed joints)."""
-    a = np.asarray(actions, dtype=np.float64)
-    a = a if indices is None else a[:, list(indices)]  # [H, J]
-    return a + np.asarray(q_obs, dtype=np.float64)[None] if mode == "delta" else a
+def robot_policy(policy, pcfg: PolicyConfig, n_joints: int, state_dim: int, action_dim: int,
+                 source: str = "run config") -> RobotPolicy:
+    """`policy` with the joint transforms the config's `policy` section declares (state_indices, action_indices,
+    action_scale, action_offset, action_mode) for arms of `n_joints` joints; ConfigError naming the field when they
+    do not fit the model's `state_dim` / `action_dim`."""
+    return RobotPolicy(policy, JointMap(n_joints, state_dim, action_dim, pcfg.state_indices, pcfg.action_indices,
+                                        pcfg.action_mode, pcfg.action_scale, pcfg.action_offset, source=source))
 
 
 class _Recorder(threading.Thread):
@@ -119,20 +117,24 @@ def check_dump_dir(dump_dir: str) -> None:
 
 
 class ControlLoop:
-    """`run(seconds)` -> summary dict. `policy`: `infer(obs) -> {"actions", "timings_ms", "step_ms"}` and `spec`;
-    `cameras`: connected drivers.camera objects in canvas-slot order; `arm`: a drivers.arm MultiArm."""
+    """`run(seconds)` -> summary dict. `policy`: a RobotPolicy (`robot_policy(...)`: the policy with the config's
+    joint transforms), `infer({"images", "joints", "instruction"}) -> {"joints" [H, J] in robot units, "actions",
+    "state", "timings_ms", "step_ms"}`; `cameras`: connected drivers.camera objects in canvas-slot order; `arm`: a
+    drivers.arm MultiArm; `state_hooks`: called with every joint state read (an environment that renders the arm)."""
 
-    def __init__(self, policy, cameras: list, arm, instruction: str, rates: RatesConfig = RatesConfig(),
-                 chunking: ChunkingConfig = ChunkingConfig(), fault: FaultConfig = FaultConfig(),
-                 policy_cfg: PolicyConfig = PolicyConfig(engines="-"), replan: Optional[int] = None,
-                 recorder=None, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, policy: RobotPolicy, cameras: list, arm, instruction: str, rates: RatesConfig = RatesConfig(),
+                 chunking: ChunkingConfig = ChunkingConfig(), fault: FaultConfig = FaultConfig(), *,
+                 replan: Optional[int] = None, recorder=None, clock: Callable[[], float] = time.monotonic,
                  state_hooks: Sequence[Callable[[np.ndarray], None]] = ()):
+        if not isinstance(policy, RobotPolicy):
+            raise TypeError(f"the control loop streams joint commands: give it a RobotPolicy (edge.loop.robot_policy"
+                              f"(policy, config.policy, n_joints, state_dim, action_dim)), not {type(policy).__name__}")
         self.policy, self.cameras, self.arm, self.instruction = policy, list(cameras), arm, instruction
-        self.state_hooks = tuple(state_hooks)  # called with every joint state read (e.g. a camera that renders the arm)
-        self.rates, self.fault_cfg, self.pcfg, self.clock = rates, fault, policy_cfg, clock
+        self.state_hooks = tuple(state_hooks)
+        self.rates, self.fault_cfg, self.clock = rates, fault, clock
         self.period = 1.0 / rates.control_hz
         self.action_dt = 1.0 / rates.action_hz
-        replan = chunking.replan or replan or getattr(getattr(policy, "embodiment", None), "replan", 8)
+        replan = chunking.replan or replan or getattr(getattr(policy.policy, "embodiment", None), "replan", 8)
         self.scheduler = ChunkScheduler(replan, chunking.blend, chunking.blend_s, chunking.ensemble_m)
         self.times = StageTimes()
         self.history = collections.deque(maxlen=max(2, int(fault.dump_seconds * rates.control_hz)))
@@ -182,10 +184,7 @@ class ControlLoop:
                 q_obs = None if self._state is None else self._state.copy()
             try:
                 images = [f.color for f in frames]
-                obs = {"images": images, "state": select_state(q_obs, self.pcfg.state_indices),
-                       "instruction": self.instruction}
-                out = self.policy.infer(obs)
-                targets = actions_to_targets(out["actions"], self.pcfg.action_indices, self.pcfg.action_mode, q_obs)
+                out = self.policy.infer({"images": images, "joints": q_obs, "instruction": self.instruction})
             except Exception as exc:
                 self._worker_error = exc
                 return
@@ -194,11 +193,11 @@ class ControlLoop:
             for v in out.get("step_ms", ()):
                 self.times.add("denoise_step", v)
             self.times.add("frame_to_chunk", (self.clock() - t_frame) * 1e3)
-            chunk = Chunk(targets, t0=t_frame, dt=self.action_dt, index=k)
+            chunk = Chunk(out["joints"], t0=t_frame, dt=self.action_dt, index=k)
             k += 1
             item = None
             if self._recorder is not None:
-                item = {"images": images, "state": obs["state"], "actions": np.asarray(out["actions"], np.float32),
+                item = {"images": images, "state": out["state"], "actions": np.asarray(out["actions"], np.float32),
                         "t": t_frame}
             with self._lock:
                 self._inbox = (chunk, item)
@@ -225,8 +224,6 @@ class ControlLoop:
         """Run until `seconds` pass, `stop` is set, SIGINT/SIGTERM/SIGHUP, or a fault. Returns the summary (also on
         a fault). The bus is read within the time left in each tick; only a state older than the staleness budget,
         a dead port, or any other fault stops the loop."""
-        from drivers.arm.safety import check_finite
-
         stop = stop or threading.Event()
         signals = StopSignals(stop)
         worker = threading.Thread(target=self._worker, name="inference", daemon=True)
@@ -280,12 +277,10 @@ class ControlLoop:
                                 self._requested_at = t0
                                 self._request.set()
                                 c["requests"] += 1
-                    target = self.scheduler.target(t0)
+                    target = self.scheduler.target(t0)  # joint commands in robot units, finite (RobotPolicy)
                     if target is None:
                         c["hold_ticks"] += 1
-                        cmd = last_cmd
-                    else:
-                        cmd = check_finite(target, "policy command")
+                    cmd = last_cmd if target is None else target
                     read_deadline = ticker.deadline + self.period - READ_GUARD_S  # the next write stays on time
                     t2 = self.clock()
                     self.times.add("write_lateness", (t2 - ticker.deadline) * 1e3)

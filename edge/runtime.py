@@ -62,11 +62,34 @@ def load_torch_policy(pcfg: PolicyConfig, device: str):
                                     steps=pcfg.steps or 10, device=device, compile=pcfg.compile))
 
 
-def open_camera(cc: CameraConfig, i: int, source: str):
-    if cc.kind == "task":
-        from .task.camera import TaskCamera, TaskCameraConfig
+def _task_environment(device: dict):
+    from .task.camera import TaskCamera, TaskCameraConfig
 
-        return TaskCamera(TaskCameraConfig.from_dict(dict(cc.device)))
+    return TaskCamera(TaskCameraConfig.from_dict(dict(device)))
+
+
+# camera kinds that declare a simulated environment (edge.task.environment.Environment): kind -> its maker, called
+# with the camera entry's device fields. A run drives the environment its config declares, at most one; a setup of
+# real cameras has none.
+ENVIRONMENTS: dict[str, Callable[[dict], object]] = {"task": _task_environment}
+
+
+def open_environment(cfg: RunConfig):
+    """The environment the config declares (a camera of a kind in ENVIRONMENTS), checked against the interface
+    (ConfigError naming the camera entry and what the object lacks), or None."""
+    from .task.environment import check_environment
+
+    declared = [(i, c) for i, c in enumerate(cfg.cameras) if c.kind in ENVIRONMENTS]
+    if len(declared) > 1:
+        raise ConfigError(f"{cfg.source}: field `cameras`: entries {[i for i, _ in declared]} each declare an "
+                          "environment (kind task); a run drives one scene: give one camera of kind task")
+    if not declared:
+        return None
+    i, cc = declared[0]
+    return check_environment(ENVIRONMENTS[cc.kind](cc.device), f"{cfg.source}: `cameras[{i}]` (kind {cc.kind})")
+
+
+def open_camera(cc: CameraConfig, i: int, source: str):
     if cc.kind == "sim":
         from drivers.camera.sim import SimCamera, SimCameraConfig
 
@@ -92,22 +115,12 @@ def check_calibration(cc: CameraConfig, i: int, source: str) -> dict:
     return out
 
 
-def check_dims(cfg: RunConfig, policy, n_joints: int) -> None:
-    spec, src = policy.spec, cfg.source
+def check_slots(cfg: RunConfig, policy) -> None:
     slots = [s.name for s in policy.canvas.slots]
     have = [c.slot for c in cfg.cameras]
     if sorted(have) != sorted(slots):
-        raise ConfigError(f"{src}: field `cameras` fills slots {have} but the model's canvas {policy.canvas.name!r} "
-                          f"has slots {slots}: give exactly one camera per slot")
-    p = cfg.policy
-    n_state = len(p.state_indices) if p.state_indices else n_joints
-    if n_state != spec.state_dim or (p.state_indices and max(p.state_indices) >= n_joints):
-        raise ConfigError(f"{src}: field `policy.state_indices`: the model takes a state of {spec.state_dim} values but "
-                          f"the arms give {n_joints} joints; list which joints form the state (indices < {n_joints})")
-    idx = p.action_indices
-    if (len(idx) if idx else spec.action_dim) != n_joints or (idx and max(idx) >= spec.action_dim):
-        raise ConfigError(f"{src}: field `policy.action_indices`: the model outputs {spec.action_dim} action dims but "
-                          f"the arms have {n_joints} joints; list one action index (< {spec.action_dim}) per joint")
+        raise ConfigError(f"{cfg.source}: field `cameras` fills slots {have} but the model's canvas "
+                          f"{policy.canvas.name!r} has slots {slots}: give exactly one camera per slot")
 
 
 def run_config(cfg: RunConfig, seconds: Optional[float] = None, record: Optional[str] = None,
@@ -123,7 +136,7 @@ def run_config(cfg: RunConfig, seconds: Optional[float] = None, record: Optional
     `fault.torque_on_stop` after a normal stop or a signal."""
     from drivers.arm.base import MultiArm
 
-    from .loop import ControlLoop, check_dump_dir
+    from .loop import ControlLoop, check_dump_dir, robot_policy
     from .stop_signals import StopRequested, StopSignals
 
     t_setup = time.monotonic()
@@ -138,7 +151,7 @@ def run_config(cfg: RunConfig, seconds: Optional[float] = None, record: Optional
         stack.callback(_close_links, links, outcome)  # runs last: closing only
         try:
             summary = _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signals, policy,
-                                     MultiArm, ControlLoop)
+                                     MultiArm, ControlLoop, robot_policy)
         except BaseException as exc:
             signals.raising = False  # from here no signal may interrupt the torque handling
             if isinstance(exc, StopRequested):  # a signal during set-up: the stop (not the fault) torque state
@@ -181,13 +194,15 @@ def _close_links(links: list, outcome: dict) -> None:
             log.warning("closing %s failed: %s", link.config.port, exc)
 
 
-def _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signals, policy, MultiArm, ControlLoop):
+def _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signals, policy, MultiArm, ControlLoop,
+                   robot_policy):
     if policy is None:
         progress(f"loading the policy ({cfg.policy.backend})")
         policy = load_policy(cfg.policy, cfg.source, progress)
     stack.callback(lambda: getattr(getattr(policy, "backend", None), "close", lambda: None)())
     policy.text(cfg.instruction)  # a missing prompt-cache entry fails now, not in the loop
     calibration = {c.slot: check_calibration(c, i, cfg.source) for i, c in enumerate(cfg.cameras)}
+    env = open_environment(cfg)  # before anything starts: an incomplete environment is refused here
     made = []
     for i, ac in enumerate(cfg.arms):
         port = ac.port
@@ -200,26 +215,24 @@ def _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signal
             progress(f"simulated {ac.protocol} controller (own process) on {port}")
         made.append(make_link(ac, port, i, cfg.source))
     arm = MultiArm(made)
-    check_dims(cfg, policy, sum(arm.sizes))
+    check_slots(cfg, policy)
+    spec = policy.spec
+    robot = robot_policy(policy, cfg.policy, sum(arm.sizes), spec.state_dim, spec.action_dim, cfg.source)
     order = {s.name: k for k, s in enumerate(policy.canvas.slots)}
     cams_cfg = sorted(cfg.cameras, key=lambda c: order[c.slot])
-    cameras = [open_camera(c, i, cfg.source) for i, c in enumerate(cams_cfg)]
+    cameras = [env.camera if c.kind in ENVIRONMENTS else open_camera(c, i, cfg.source) for i, c in enumerate(cams_cfg)]
     links.extend(arm.links)  # from here on the teardown applies the stop state to every servo
     arm.connect()
     for cam in cameras:
         cam.connect()
         stack.callback(cam.disconnect)
-    hooks = [cam.observe_state for cam in cameras if hasattr(cam, "observe_state")]  # cameras that render the arm
-    for cam in cameras:
-        if hasattr(cam, "start_for_instruction"):  # the toy task: its scene, the goal the instruction names
-            cam.start_for_instruction(cfg.instruction, np.asarray(arm.read_state()))
-    # warm-up: the first inference allocates buffers and is slow; do it before the clock starts
+    if env is not None:  # the toy task: its scene, the goal the instruction names, the arm where it is
+        env.start_for_instruction(cfg.instruction, np.asarray(arm.read_state()))
+    # warm-up: the first inference allocates buffers and is slow; do it before the clock starts (its joint commands
+    # pass the output transform's checks: a policy that returns NaN is refused before torque is on)
     frames = [cam.read(timeout=5.0) for cam in cameras]
-    q0 = np.asarray(arm.read_state())
-    from .loop import select_state
-
-    policy.infer({"images": [f.color for f in frames], "state": select_state(q0, cfg.policy.state_indices),
-                  "instruction": cfg.instruction})
+    robot.infer({"images": [f.color for f in frames], "joints": np.asarray(arm.read_state()),
+                 "instruction": cfg.instruction})
     # torque on as late as possible: right before the loop, which arms the bus watchdog at once (a host that dies
     # during the warm-up must not leave the arm holding torque with no watchdog)
     outcome["enabled"] = True
@@ -233,8 +246,8 @@ def _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signal
                                  extra={"config": cfg.source, "control_hz": cfg.rates.control_hz,
                                         "action_hz": cfg.rates.action_hz})
         writer.start_episode(cfg.instruction, config=cfg.source)
-    loop = ControlLoop(policy, cameras, arm, cfg.instruction, cfg.rates, cfg.chunking, cfg.fault, cfg.policy,
-                       recorder=writer, state_hooks=hooks)
+    loop = ControlLoop(robot, cameras, arm, cfg.instruction, cfg.rates, cfg.chunking, cfg.fault, recorder=writer,
+                       state_hooks=[env.observe_state] if env is not None else [])
     progress(f"running at {cfg.rates.control_hz:g} Hz" + (f" for {seconds:g} s" if seconds else " (Ctrl-C stops)"))
     signals.raising = False  # from here a signal only sets the event: the loop's safe stop runs, never interrupted
     summary = loop.run(seconds, stop=signals.event)
@@ -242,9 +255,8 @@ def _setup_and_run(cfg, seconds, record, progress, stack, links, outcome, signal
     outcome["mode"] = cfg.fault.torque if summary["fault"] else cfg.fault.torque_on_stop
     if signals.name and summary["stopped_by"] in ("stop", "time"):
         summary["stopped_by"] = signals.name
-    tasks = [cam.status() for cam in cameras if hasattr(cam, "status")]
-    if tasks:
-        summary["task"] = tasks[0]
+    if env is not None:
+        summary["task"] = env.status()
     summary["calibration"] = {k: sorted(v) for k, v in calibration.items() if v}
     if record:
         summary["record"] = str(record)

@@ -1,13 +1,14 @@
-"""Observation and action transforms (numpy + Pillow; no torch): camera canvas composition, pixel scaling and
-the embodiment presets of the official evaluations (LIBERO, RoboTwin)."""
+"""Observation and action transforms (numpy + Pillow; no torch): camera canvas composition, pixel scaling, the
+embodiment presets of the official evaluations (LIBERO, RoboTwin) and the robot's joint transforms around a policy
+(JointMap, RobotPolicy: joint state in, joint commands in robot units out)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, PolicyOutputError
 
 
 @dataclass(frozen=True)
@@ -207,3 +208,92 @@ def get_embodiment(name: str) -> Embodiment:
         return EMBODIMENTS[name]
     except KeyError:
         raise ConfigError(f"unknown embodiment {name!r}; choose one of {sorted(EMBODIMENTS)}") from None
+
+
+ACTION_MODES = ("absolute", "delta")
+
+
+@dataclass(frozen=True)
+class JointMap:
+    """The robot side of a policy, as the run config's `policy` section declares it: which arm joints form the
+    policy's state (`state_indices`), which action dimension drives each joint (`action_indices`, one per joint in
+    arm order, the arms as listed), each joint's scale and offset from the policy's action units to the robot's
+    (`action_scale`, `action_offset`: scalars or one per joint; e.g. a LIBERO gripper of -1 open .. +1 closed onto a
+    gripper joint of 0 open .. 1 closed: scale 0.5, offset 0.5) and whether actions are absolute targets or deltas
+    added to the joints the observation saw (`action_mode`).
+
+    `state(q)` is the input transform, `commands(actions, q)` the output transform that follows the policy's own
+    post-processing (un-normalisation, the embodiment's gripper): joint commands in robot units (radians, grippers
+    0..1), checked finite here, once; the control loop only enforces the arm's safety limits on them."""
+
+    n_joints: int
+    state_dim: int
+    action_dim: int
+    state_indices: Optional[tuple] = None  # arm joints -> policy state (None: all, in order)
+    action_indices: Optional[tuple] = None  # action dims -> joints in arm order (None: all, in order)
+    mode: str = "absolute"
+    scale: object = 1.0  # a number or one per joint
+    offset: object = 0.0
+    source: str = field(default="run config", compare=False)  # names the config file in every complaint
+
+    def __post_init__(self):
+        n, src = self.n_joints, self.source
+        if self.mode not in ACTION_MODES:
+            raise ConfigError(f"{src}: field `policy.action_mode` must be one of {list(ACTION_MODES)}, got {self.mode!r}")
+        si, ai = self.state_indices, self.action_indices
+        if (len(si) if si else n) != self.state_dim or (si and not all(0 <= i < n for i in si)):
+            raise ConfigError(f"{src}: field `policy.state_indices`: the model takes a state of {self.state_dim} "
+                              f"values but the arms give {n} joints; list which joints form the state (indices < {n})")
+        if (len(ai) if ai else self.action_dim) != n or (ai and not all(0 <= i < self.action_dim for i in ai)):
+            raise ConfigError(f"{src}: field `policy.action_indices`: the model outputs {self.action_dim} action dims "
+                              f"but the arms have {n} joints; list one action index (< {self.action_dim}) per joint")
+        for name in ("scale", "offset"):
+            v = np.asarray(getattr(self, name), dtype=np.float64)
+            if v.ndim > 1 or (v.ndim == 1 and v.shape[0] != n) or not np.all(np.isfinite(v)):
+                raise ConfigError(f"{src}: field `policy.action_{name}` must be a finite number or a list of {n} "
+                                  f"(one per joint, arms in order), got {getattr(self, name)!r}")
+            object.__setattr__(self, f"_{name}", np.broadcast_to(v, (n,)).copy())
+
+    def state(self, q) -> np.ndarray:
+        """Joint vector [J] (arm order) -> policy state [state_dim]."""
+        q = np.asarray(q, dtype=np.float64)
+        return q if self.state_indices is None else q[list(self.state_indices)]
+
+    def commands(self, actions, q_obs) -> np.ndarray:
+        """Post-processed policy actions [H, action_dim] -> joint commands [H, J] in robot units:
+        scale * actions[:, action_indices] + offset (plus the observed joints `q_obs` [J] in delta mode).
+        PolicyOutputError for a chunk of the wrong shape or with a non-finite value."""
+        a = np.asarray(actions, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != self.action_dim:
+            raise PolicyOutputError(f"the policy returned actions of shape {a.shape}; expected [horizon, "
+                                    f"{self.action_dim}] (its spec's action_dim)")
+        bad = np.argwhere(~np.isfinite(a))
+        if bad.size:
+            step, dim = (int(x) for x in bad[0])
+            raise PolicyOutputError(f"the policy returned non-finite actions ({len(bad)} value(s), first "
+                                    f"{a[step, dim]} at step {step}, dim {dim}); nothing of this chunk is sent. A "
+                                    "NaN from a finite observation points to the engines (rebuild or re-verify "
+                                    "them) or to dataset_stats.json")
+        a = a if self.action_indices is None else a[:, list(self.action_indices)]  # [H, J]
+        q = a * self._scale + self._offset
+        if self.mode == "delta":
+            q = q + np.asarray(q_obs, dtype=np.float64)[None]
+        return q
+
+
+class RobotPolicy:
+    """A policy with the robot's joint transforms around it (JointMap, declared in the run config):
+    `infer({"images", "joints" [J] in robot units, arm order, "instruction"})` gives the policy the state its
+    `state_indices` select, runs it (pre-processing, the model, un-normalisation, the embodiment's post-processing)
+    and maps its actions onto joint commands in robot units, once, checked finite there. Returns the policy's own
+    output plus "state" (what it saw) and "joints" [H, J] float64 (what the control loop streams, within the arm's
+    safety limits)."""
+
+    def __init__(self, policy, joints: JointMap):
+        self.policy, self.joints = policy, joints
+
+    def infer(self, obs: dict, **kw) -> dict:
+        q = np.asarray(obs["joints"], dtype=np.float64)
+        state = self.joints.state(q)
+        out = self.policy.infer({"images": obs["images"], "state": state, "instruction": obs["instruction"]}, **kw)
+        return {**out, "state": state, "joints": self.joints.commands(out["actions"], q)}

@@ -1,5 +1,6 @@
 """The task camera: renders the toy scene (edge/task/world.py) from the arm's latest joint state, behind the drivers'
-`Camera` interface (capture thread, `read` / `read_latest`, `Frame`), and tracks the episode's success.
+`Camera` interface (capture thread, `read` / `read_latest`, `Frame`), and tracks the episode's success. It is the
+toy task's environment (edge/task/environment.py): a run whose config has a camera of kind `task` drives it.
 
 The control loop hands it every joint state it reads (`observe_state`, the loop's state hook); each frame is rendered
 with the end effector where the arm is, then the success tracker checks it. `done` (a threading.Event) is set once
@@ -17,6 +18,7 @@ import numpy as np
 from drivers.camera.base import Camera, Frame
 
 from ..errors import ConfigError
+from .environment import Environment
 from .world import TASK, Episode, SuccessTracker, TaskConfig, end_effector, goal_of, make_episode, render
 
 log = logging.getLogger(__name__)
@@ -55,8 +57,9 @@ class TaskCameraConfig:
         return asdict(self)
 
 
-class TaskCamera(Camera):
-    """Real-time camera of the toy task. `set_episode` starts an episode; `status()` reports it."""
+class TaskCamera(Camera, Environment):
+    """Real-time camera of the toy task and its environment (the camera renders itself). `set_episode` starts an
+    episode; `status()` reports it."""
 
     def __init__(self, config: TaskCameraConfig = TaskCameraConfig(), task: TaskConfig = TASK):
         super().__init__(stall_timeout_s=config.stall_timeout_s)
@@ -86,6 +89,11 @@ class TaskCamera(Camera):
         self.observe_state(q)
         self.set_episode(ep)
         return ep
+
+    @property
+    def camera(self) -> "TaskCamera":
+        """The camera that renders the scene: this one."""
+        return self
 
     @property
     def episode(self) -> Optional[Episode]:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -29,11 +29,21 @@ class EvaluationError(ImageWAMEdgeError):
     """The evaluation could not run (the arm did not reach a start pose, the policy does not fit the task, ...)."""
 
 
+@dataclass(frozen=True)
+class ExpertSpec:
+    """What a run reads of a policy's spec, for the expert: it takes and drives the task's joints."""
+
+    state_dim: int
+    action_dim: int
+    horizon: int
+
+
 class ExpertPolicy:
     """The scripted expert behind the policy contract (privileged: it reads the goal from the task camera's episode)."""
 
     def __init__(self, episode_of: Callable[[], object], task: TaskConfig = TASK, embodiment: str = "sim"):
         self.episode_of, self.task = episode_of, task
+        self.spec = ExpertSpec(task.n_joints, task.n_joints, task.horizon)
         self.embodiment = get_embodiment(embodiment)
         self.canvas = get_canvas(self.embodiment.canvas)
 
@@ -110,7 +120,7 @@ def evaluate(policy=None, episodes: int = 10, seed: int = 0, task: TaskConfig = 
 
     from ..config import from_yaml
     from ..config import DEFAULT_CONFIG
-    from ..loop import ControlLoop
+    from ..loop import ControlLoop, robot_policy
     from ..arm_links import make_link
     from .camera import TaskCamera, TaskCameraConfig
 
@@ -139,6 +149,7 @@ def evaluate(policy=None, episodes: int = 10, seed: int = 0, task: TaskConfig = 
         stack.callback(camera.disconnect)
         policy = policy if policy is not None else ExpertPolicy(lambda: camera.episode, task)
         check_policy(policy, task)
+        robot = robot_policy(policy, cfg.policy, task.n_joints, task.n_joints, task.n_joints, cfg.source)
         for text in {make_episode(seed + i, task).instruction for i in range(episodes)}:
             policy.text(text)  # a missing prompt-cache entry fails now
         writer = None
@@ -161,12 +172,12 @@ def evaluate(policy=None, episodes: int = 10, seed: int = 0, task: TaskConfig = 
             while camera.read(timeout=2.0).timestamp < t_set + 1.5 / camera.config.fps:
                 pass  # a frame rendered after the episode started
             if i == 0:  # warm-up: the first inference allocates buffers
-                policy.infer({"images": [camera.read_latest(1.0).color], "state": q, "instruction": ep.instruction})
+                robot.infer({"images": [camera.read_latest(1.0).color], "joints": q, "instruction": ep.instruction})
                 camera.set_episode(ep)
             if writer is not None:
                 writer.start_episode(ep.instruction, seed=ep.seed)
-            loop = ControlLoop(policy, [camera], arm, ep.instruction, cfg.rates, cfg.chunking, fault, cfg.policy,
-                               recorder=writer, state_hooks=[camera.observe_state])
+            loop = ControlLoop(robot, [camera], arm, ep.instruction, cfg.rates, cfg.chunking, fault, recorder=writer,
+                               state_hooks=[camera.observe_state])
             s = loop.run(task.max_seconds, stop=camera.done)
             st = camera.status()
             row = {"seed": ep.seed, "instruction": ep.instruction, "success": bool(st["success"]),

@@ -106,11 +106,12 @@ class SlowAfter:
 
 
 def make_loop(policy, devices, tmp_path, **fault):
-    from edge.loop import ControlLoop
+    from edge.loop import ControlLoop, robot_policy
 
-    return ControlLoop(policy, [devices.camera], devices.arm, DEFAULT_INSTRUCTION,
+    robot = robot_policy(policy, PolicyConfig(engines="x"), 7, policy.spec.state_dim, policy.spec.action_dim)
+    return ControlLoop(robot, [devices.camera], devices.arm, DEFAULT_INSTRUCTION,
                        RatesConfig(control_hz=100, action_hz=10), ChunkingConfig(blend_s=0.1),
-                       FaultConfig(dump_dir=str(tmp_path / "faults"), **fault), PolicyConfig(engines="x"))
+                       FaultConfig(dump_dir=str(tmp_path / "faults"), **fault))
 
 
 def test_hold_when_inference_stalls(policy, devices, tmp_path):
@@ -157,7 +158,8 @@ def test_fault_on_a_nan_command_sends_nothing_bad(policy, devices, tmp_path):
 
     loop = make_loop(SlowAfter(policy, fast=1, delay=0.0, fn=nan), devices, tmp_path, torque="off")
     s = loop.run(seconds=5.0)
-    assert s["stopped_by"] == "fault" and "SafetyError" in s["fault"] and "non-finite" in s["fault"]
+    # refused by the policy's output transform (edge.transforms.JointMap), before the chunk reaches the loop
+    assert s["stopped_by"] == "fault" and "PolicyOutputError" in s["fault"] and "non-finite" in s["fault"]
     sent = np.array([h[2] for h in loop.history])
     assert np.isfinite(sent).all()
     assert Path(s["dump"]).exists()

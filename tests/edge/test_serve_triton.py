@@ -100,11 +100,12 @@ def _devices():
 
 def _loop(policy, devices, tmp_path, **fault):
     from edge.config import ChunkingConfig, FaultConfig, PolicyConfig, RatesConfig
-    from edge.loop import ControlLoop
+    from edge.loop import ControlLoop, robot_policy
 
-    return ControlLoop(policy, [devices.camera], devices.arm, DEFAULT_INSTRUCTION,
+    robot = robot_policy(policy, PolicyConfig(engines="x"), 7, policy.spec.state_dim, policy.spec.action_dim)
+    return ControlLoop(robot, [devices.camera], devices.arm, DEFAULT_INSTRUCTION,
                        RatesConfig(control_hz=100, action_hz=10), ChunkingConfig(blend_s=0.1),
-                       FaultConfig(dump_dir=str(tmp_path / "faults"), **fault), PolicyConfig(engines="x"))
+                       FaultConfig(dump_dir=str(tmp_path / "faults"), **fault))
 
 
 def _within_limits(commands, hold_flags, start_k):

@@ -196,7 +196,7 @@ def test_a_dead_bus_at_the_loop_start_is_a_fault_with_a_dump(watchdog_ms, expect
     escaping exception."""
     from edge.config import ArmConfig, FaultConfig, PolicyConfig, RatesConfig
     from edge.engines import load_engine_policy
-    from edge.loop import ControlLoop
+    from edge.loop import ControlLoop, robot_policy
     from edge.runtime import make_link
 
     from drivers.arm.base import MultiArm
@@ -209,8 +209,9 @@ def test_a_dead_bus_at_the_loop_start_is_a_fault_with_a_dump(watchdog_ms, expect
     cam = SimCamera(SimCameraConfig(width=64, height=64, depth=False)).connect()
     try:
         os.kill(sim.proc.pid, signal.SIGSTOP)
-        loop = ControlLoop(policy, [cam], arm, "move to the red block", RatesConfig(control_hz=100),
-                           fault=FaultConfig(dump_dir=str(tmp_path / "faults")), policy_cfg=PolicyConfig(engines="x"))
+        robot = robot_policy(policy, PolicyConfig(engines="x"), len(IDS), policy.spec.state_dim, policy.spec.action_dim)
+        loop = ControlLoop(robot, [cam], arm, "move to the red block", RatesConfig(control_hz=100),
+                           fault=FaultConfig(dump_dir=str(tmp_path / "faults")))
         s = loop.run(seconds=2.0)
     finally:
         os.kill(sim.proc.pid, signal.SIGCONT)
