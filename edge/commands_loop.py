@@ -9,6 +9,8 @@ from .errors import ConfigError
 
 
 def register(sub) -> None:
+    from .model_variants import roofline_names
+
     p = command(sub, "run", "Run the robot: cameras -> policy -> action chunks -> joint commands over serial. Without "
                 "--config: the embedded default (simulated camera and arm controller, tiny demo model, CPU). "
                 "Ctrl-C, SIGTERM (systemd, docker stop) and SIGHUP stop it safely, also during set-up: the "
@@ -51,7 +53,7 @@ def register(sub) -> None:
                    "re-encoded every step, 512-token padded text) on the same checkpoint; needs --checkpoint")
     b.add_argument("--model-only", action="store_true", help="no model run: FLOPs, bytes and a roofline latency "
                    "bound per component for --variant on --target at --precision, and a video-WAM baseline")
-    b.add_argument("--variant", default="flux2-4b", help="--model-only: flux2-4b, flux2-9b, ovis-u1 (or all)")
+    b.add_argument("--variant", default="flux2-4b", help=f"--model-only: {', '.join(roofline_names())} (or all)")
     b.add_argument("--target", default="orin-agx-64gb",
                    help="--model-only: orin-agx-64gb, orin-agx-32gb, orin-nx-16gb, orin-nano-8gb, thor (or all)")
     b.add_argument("--precision", default="int8", help="--model-only: fp16, int8, fp8 (or all)")

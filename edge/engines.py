@@ -7,11 +7,11 @@ import logging
 from pathlib import Path
 
 from .errors import ConfigError
+from .model_variants import get_variant
 from .normalize import load_normalizers
 from .policy import ImageWAMPolicy, PolicySpec
 from .prompt_cache import PromptCache, TextSource
 from .transforms import get_embodiment
-from .variants import PREFIX_STAGES
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def load_engine_policy(engines: str | Path, backend: str = "onnxruntime", prompt
 
 def engine_components(spec: PolicySpec) -> list[str]:
     """The components a policy of this variant runs, in order."""
-    return list(PREFIX_STAGES[spec.variant].components) + ["denoise_step"]
+    return list(get_variant(spec.variant).components)
 
 
 def policy_over(engines: Path, spec: PolicySpec, impl, prompt_cache: str | Path | None = None) -> ImageWAMPolicy:

@@ -243,3 +243,6 @@ OVIS_U1_VAE_SCALING = 0.13025
 OVIS_U1_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
                    layers_per_block=2, norm_num_groups=32, scaling_factor=OVIS_U1_VAE_SCALING,
                    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+# the published Ovis-U1-3B, every record the roofline and the registry's "ovis-u1" size read
+OVIS_U1_3B = dict(backbone=YakConfig(), expert=YakExpertConfig(), tokenizer=VisualTokenizerConfig(),
+                  preprocess=ImagePreprocess(), llm=OVIS_U1_LLM, vae=OVIS_U1_VAE)

@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from .errors import ConfigError
+from .model_variants import prefix_stage
 from .normalize import Normalizer
 from .sampler import flow_sigmas, initial_noise
 from .transforms import POSTPROCESS, compose_canvas, get_canvas, get_embodiment, to_model_pixels
-from .variants import prefix_stage
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class PolicySpec:
     """What the runtime must know about a model; written as `policy.json` beside exported engines."""
 
-    variant: str  # key of edge.variants.PREFIX_STAGES ("flux2", ...)
+    variant: str  # a registered model variant (edge/model_variants.py: "flux2", "ovis-u1")
     action_dim: int
     state_dim: int
     text_width: int

@@ -23,9 +23,9 @@ def register(sub) -> None:
                 "seconds; flux2-4b / flux2-9b / ovis-u1 at the REAL size (9 / 20 / 8 GB of bf16, written tensor by tensor) "
                 "to rehearse the real-size pipeline, or real-width slices of them with --double-blocks/--single-blocks.",
                 "imagewam-edge demo-checkpoint --variant flux2-4b --double-blocks 1 --single-blocks 1 --out slice", _demo)
-    from .variants import DEMO_VARIANTS
+    from edge.model_variants import size_names
 
-    p.add_argument("--variant", default="flux2-tiny", choices=sorted(DEMO_VARIANTS), help="model family and size")
+    p.add_argument("--variant", default="flux2-tiny", choices=size_names(), help="model family and size")
     p.add_argument("--embodiment", default="libero", choices=["libero", "robotwin", "sim"],
                    help="camera canvas, normalisation and post-processing preset (default libero)")
     p.add_argument("--out", required=True, help="output directory")
@@ -240,11 +240,13 @@ def _export(args) -> int:
 
 
 def _demo(args) -> int:
-    from .variants import REAL_SIZE_DEMOS, write_demo
+    from edge.model_variants import find_size
+
+    from .variants import write_demo
 
     extra = {"double_blocks": args.double_blocks, "single_blocks": args.single_blocks,
              "full_text_encoder": args.full_text_encoder}
-    if args.variant in REAL_SIZE_DEMOS:
+    if find_size(args.variant)[1].real_size:
         extra["progress"] = progress_printer()
     out = write_demo(args.variant, args.out, embodiment=args.embodiment, seed=args.seed, **extra)
     print(f"wrote {args.variant} demo checkpoint to {out} (model.pt, dataset_stats.json, train_config.yaml, base/)")
@@ -270,11 +272,13 @@ def _prompt_encoder(args):
         from edge.text_engine import OnnxTextEncoder
 
         return OnnxTextEncoder(args.engines)
+    from edge.model_variants import get_variant
+
     from .train_config import load_train_config
     from .variants import detect_variant
 
     train_config = load_train_config(args.checkpoint)
-    if detect_variant(args.checkpoint) == "ovis-u1":  # the cache holds the VLM's prompt token ids
+    if get_variant(detect_variant(args.checkpoint)).text_kind == "token_ids":  # Ovis-U1: the VLM's prompt token ids
         from .model.ovis_u1.backend import OvisPromptTokenizer, resolve_base as ovis_base
 
         return OvisPromptTokenizer(ovis_base(Path(args.checkpoint), train_config, args.base))

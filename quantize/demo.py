@@ -10,11 +10,13 @@ import numpy as np
 import torch
 import yaml
 
+from edge.errors import ConfigError
+from edge.model_configs import Flux2Config
+from edge.model_variants import find_size
 from edge.transforms import get_embodiment
 
 from .model.action_expert import ActionExpertConfig
 from .model.checkpoint import official_state_dict
-from .model.flux2 import FLUX2_PRESETS
 from .model.mot import ImageWAMFlux2
 from .model.text_encoder import make_demo_text_encoder
 from .model.vision import make_vae
@@ -24,7 +26,6 @@ log = logging.getLogger(__name__)
 TINY_EXPERT = ActionExpertConfig(action_dim=7, hidden=32, heads=2, head_dim=32, depth_double=2, depth_single=2)
 DEMO_TEXT_LAYERS = (1, 2, 3)  # the tiny Qwen3 has 4 layers; the real one stacks (9, 18, 27)
 DEMO_MAX_LENGTH = 128
-VARIANTS = ("flux2-tiny",)
 
 
 def demo_stats(action_dim: int, state_dim: int, seed: int = 0) -> dict:
@@ -79,15 +80,17 @@ def _randomise(model: torch.nn.Module, seed: int) -> None:
 
 def write_demo_checkpoint(out: str | Path, variant: str = "flux2-tiny", embodiment: str = "libero", seed: int = 0,
                           state_dim: int = 8, action_dim: int = 7) -> Path:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown demo variant {variant!r}; choose one of {VARIANTS}")
+    record, size = find_size(variant)  # a registered size whose config has a FLUX.2 backbone (flux2-tiny)
+    backbone = size.config.get("backbone")
+    if not isinstance(backbone, Flux2Config):
+        raise ConfigError(f"demo size {variant!r} has no FLUX.2 backbone record; this writer makes FLUX.2-shaped "
+                          "demos (flux2-tiny), the model variant's record names the writer of the others")
     from .hf import quiet
 
     quiet()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     emb = get_embodiment(embodiment)
-    backbone = FLUX2_PRESETS[variant]
     expert = ActionExpertConfig(**{**TINY_EXPERT.to_dict(), "action_dim": action_dim})
     torch.manual_seed(seed)
     model = ImageWAMFlux2(backbone, expert, state_dim)
@@ -102,7 +105,7 @@ def write_demo_checkpoint(out: str | Path, variant: str = "flux2-tiny", embodime
                                         "attn_head_dim": expert.head_dim, "num_layers_double": expert.depth_double,
                                         "num_layers_single": expert.depth_single, "mlp_ratio": expert.mlp_ratio}},
         # fields this package reads beyond the official config (documented in the README)
-        "edge": {"embodiment": emb.name, "base": "base", "text_layers": list(DEMO_TEXT_LAYERS),
+        "edge": {"variant": record.name, "embodiment": emb.name, "base": "base", "text_layers": list(DEMO_TEXT_LAYERS),
                  "axes_dim": list(backbone.axes_dim), "theta": backbone.theta, "horizon": emb.horizon},
     }
     (out / "train_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

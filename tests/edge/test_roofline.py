@@ -4,7 +4,9 @@ import sys
 import pytest
 
 from edge import roofline as rl
+from edge import roofline_costs as rc
 from edge.errors import ConfigError
+from edge.model_variants import find_size, roofline_names
 
 
 def test_model_classes_are_built_from_the_same_configuration_records():
@@ -19,7 +21,8 @@ def test_model_classes_are_built_from_the_same_configuration_records():
     assert yak.YakConfig is mc.YakConfig and yak_expert.YakExpertConfig is mc.YakExpertConfig
     assert vision_tower.AIMv2Config is mc.AIMv2Config and vision_tower.VisualTokenizerConfig is mc.VisualTokenizerConfig
     assert conditioning.ImagePreprocess is mc.ImagePreprocess and vae.SDXL_VAE is mc.OVIS_U1_VAE
-    assert rl.OVIS_U1["backbone"] == mc.YakConfig() and rl.OVIS_U1["llm"] is mc.OVIS_U1_LLM
+    ovis = find_size("ovis-u1")[1].config
+    assert ovis["backbone"] == mc.YakConfig() and ovis["llm"] is mc.OVIS_U1_LLM
 
 
 def params(variant, comp):
@@ -49,7 +52,7 @@ def _engine_parameter_counts(variant, text=45, image=392, horizon=16):
     from quantize.export_spec import parameter_counts, run_counting_parameters
 
     e = lambda *shape, dtype=torch.float32: torch.empty(*shape, dtype=dtype)  # noqa: E731
-    canvas = rl.CANVAS_HW
+    canvas = rc.CANVAS_HW
     if variant.startswith("flux2"):
         from diffusers import AutoencoderKLFlux2
 
@@ -60,12 +63,12 @@ def _engine_parameter_counts(variant, text=45, image=392, horizon=16):
         b = mc.FLUX2_PRESETS[variant]
         s = text + image
         with FakeTensorMode(allow_non_fake_inputs=True):
-            model = ImageWAMFlux2(b, mc.flux2_expert(b), rl.STATE_DIM)
+            model = ImageWAMFlux2(b, mc.flux2_expert(b), rc.STATE_DIM)
             runs = {"vision_encoder": (ex.VisionEncoder(Flux2ImageTokenizer(AutoencoderKLFlux2(**mc.FLUX2_VAE))),
                                        (e(1, 3, *canvas),)),
-                    "prefill": (ex.Prefill(model), (e(1, text - 1, b.context_dim), e(1, rl.STATE_DIM), e(1, image, 128),
+                    "prefill": (ex.Prefill(model), (e(1, text - 1, b.context_dim), e(1, rc.STATE_DIM), e(1, image, 128),
                                                     e(s, b.head_dim), e(s, b.head_dim))),
-                    "denoise_step": (ex.DenoiseStep(model, horizon), (e(1, horizon, rl.ACTION_DIM), e(1),
+                    "denoise_step": (ex.DenoiseStep(model, horizon), (e(1, horizon, rc.ACTION_DIM), e(1),
                                                                       e(b.layers, 1, s, b.hidden), e(b.layers, 1, s, b.hidden)))}
             return {k: parameter_counts(run_counting_parameters(m, args)[1])["parameters"] for k, (m, args) in runs.items()}
     from diffusers import AutoencoderKL
@@ -76,7 +79,7 @@ def _engine_parameter_counts(variant, text=45, image=392, horizon=16):
     from quantize.model.ovis_u1.mot import ImageWAMOvisU1
     from quantize.model.ovis_u1.vae import OvisImageTokenizer
 
-    o = rl.OVIS_U1
+    o = find_size("ovis-u1")[1].config
     rh, rw = o["preprocess"].resized(*canvas)
     resize_matrix(canvas[0], rh, "rows"), resize_matrix(canvas[1], rw, "cols")  # cached with real tensors, outside
     y, h = o["backbone"], o["backbone"].hidden
@@ -85,12 +88,12 @@ def _engine_parameter_counts(variant, text=45, image=392, horizon=16):
         cond = OvisConditioner(o["tokenizer"], build_llm(o["llm"]), o["preprocess"])
         _, used = run_counting_parameters(ex.VisionEncoder(OvisImageTokenizer(vae), cond),
                                           (e(1, 3, *canvas), e(1, 5, dtype=torch.int64), e(1, 30, dtype=torch.int64)))
-        model = ImageWAMOvisU1(y, o["expert"], rl.STATE_DIM)
+        model = ImageWAMOvisU1(y, o["expert"], rc.STATE_DIM)
         s = text + image
         kv = (e(y.layers, 1, s, h), e(y.layers, 1, s, h), e(y.depth_double, 1, image, h), e(y.depth_double, 1, image, h))
-        runs = {"prefill": (ex.Prefill(model), (e(1, text - 1, y.context_dim), e(1, rl.STATE_DIM), e(1, image, y.in_channels),
+        runs = {"prefill": (ex.Prefill(model), (e(1, text - 1, y.context_dim), e(1, rc.STATE_DIM), e(1, image, y.in_channels),
                                                 e(s, y.head_dim), e(s, y.head_dim))),
-                "denoise_step": (ex.DenoiseStep(model, horizon), (e(1, horizon, rl.ACTION_DIM), e(1), *kv))}
+                "denoise_step": (ex.DenoiseStep(model, horizon), (e(1, horizon, rc.ACTION_DIM), e(1), *kv))}
         out = {k: parameter_counts(run_counting_parameters(m, args)[1])["parameters"] for k, (m, args) in runs.items()}
     ids = {id(p) for p in used}
     count = lambda module: sum(p.numel() for p in module.parameters() if id(p) in ids)  # noqa: E731
@@ -100,7 +103,7 @@ def _engine_parameter_counts(variant, text=45, image=392, horizon=16):
     return out
 
 
-@pytest.mark.parametrize("variant", rl.VARIANTS)
+@pytest.mark.parametrize("variant", roofline_names())
 def test_roofline_counts_equal_the_parameters_each_engine_reads(variant):
     """Every roofline count is the torch classes' own count (built from the same records at real size): the
     parameters the package's engine module for that component reads (unused ones, e.g. the backbone's output layer

@@ -115,7 +115,7 @@ def observation(text_len=3, seed=1):
 
 
 def control_step(backend, obs, noise, sigmas):
-    """The calls edge/policy.py + edge/variants.py make per control step."""
+    """The calls edge/policy.py + edge/prefix_stages.py make per control step."""
     tokens = backend.vision({"pixels": obs["pixels"]})["image_tokens"]
     prefix = backend.prefill({"text": obs["text"], "state": obs["state"], "image_tokens": tokens,
                               "rope_cos": obs["rope_cos"], "rope_sin": obs["rope_sin"]})

@@ -3,7 +3,10 @@ attends to) is computed from an observation. Everything after it (sampler, denoi
 shared: the prefix stage returns the backend's `Prefix` handle and `denoise_step` receives {"x", "sigma"} plus
 every tensor in it.
 
-A variant registers a `PrefixStage` class under its `PolicySpec.variant` name."""
+A prefix stage is a class with `components` (the engines it runs, in order), `text_kind` (what the prompt cache
+holds: "embedding" or "token_ids"), a constructor (spec, canvas), `check_text(instruction, text)` and
+`__call__(backend, text, state, pixels, timings) -> Prefix` (a subclass of `PrefixStage`). A model variant names its class in its record
+(edge/model_variants.py); `prefix_stage(spec, canvas)` there builds the one of `spec.variant`."""
 from __future__ import annotations
 
 import time
@@ -11,14 +14,16 @@ import time
 import numpy as np
 
 from .errors import ConfigError
+from .ovis_rope import prefix_rope as ovis_prefix_rope
 from .rope import prefix_rope
 
 
-class Flux2Prefix:
-    """FLUX.2 klein: text embedding (cached per instruction) + proprio + image tokens -> one prefill pass."""
+class PrefixStage:
+    """What the stages share: the spec, the canvas and the RoPE tables of the prefix, cached per context length."""
 
     components = ("vision_encoder", "prefill")
-    text_kind = "embedding"  # the prompt cache holds float32 [T, text_width] embeddings
+    text_kind: str  # what the prompt cache holds: "embedding" or "token_ids"
+    rope_tables = staticmethod(prefix_rope)  # (context_len, rows, cols, axes_dim, theta) -> (cos, sin)
 
     def __init__(self, spec, canvas):
         self.spec, self.canvas = spec, canvas
@@ -27,8 +32,14 @@ class Flux2Prefix:
     def rope(self, context_len: int) -> tuple[np.ndarray, np.ndarray]:
         if context_len not in self._rope:
             rows, cols = self.canvas.token_grid
-            self._rope[context_len] = prefix_rope(context_len, rows, cols, self.spec.axes_dim, self.spec.theta)
+            self._rope[context_len] = self.rope_tables(context_len, rows, cols, self.spec.axes_dim, self.spec.theta)
         return self._rope[context_len]
+
+
+class Flux2Prefix(PrefixStage):
+    """FLUX.2 klein: text embedding (cached per instruction) + proprio + image tokens -> one prefill pass."""
+
+    text_kind = "embedding"  # the prompt cache holds float32 [T, text_width] embeddings
 
     def check_text(self, instruction: str, text: np.ndarray) -> np.ndarray:
         text = np.asarray(text, dtype=np.float32)
@@ -51,34 +62,15 @@ class Flux2Prefix:
         return kv
 
 
-PREFIX_STAGES = {"flux2": Flux2Prefix}
+OVIS_IMAGE_ATOM = -300  # the image atom placeholder id of Ovis-U1 prompts
 
 
-def prefix_stage(spec, canvas):
-    try:
-        return PREFIX_STAGES[spec.variant](spec, canvas)
-    except KeyError:
-        raise ConfigError(f"unknown model variant {spec.variant!r}; known: {sorted(PREFIX_STAGES)}") from None
-
-
-class OvisU1Prefix:
+class OvisU1Prefix(PrefixStage):
     """Ovis-U1: the VLM reads the prompt AND the image, so the conditioning runs every step inside
     `vision_encoder` (with the autoencoder); the prompt cache holds the VLM's prompt token ids (int64 [T])."""
 
-    components = ("vision_encoder", "prefill")
     text_kind = "token_ids"
-
-    def __init__(self, spec, canvas):
-        self.spec, self.canvas = spec, canvas
-        self._rope: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def rope(self, context_len: int) -> tuple[np.ndarray, np.ndarray]:
-        from .ovis_rope import prefix_rope as ovis_prefix_rope
-
-        if context_len not in self._rope:
-            rows, cols = self.canvas.token_grid
-            self._rope[context_len] = ovis_prefix_rope(context_len, rows, cols, self.spec.axes_dim, self.spec.theta)
-        return self._rope[context_len]
+    rope_tables = staticmethod(ovis_prefix_rope)
 
     def check_text(self, instruction: str, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids)
@@ -103,5 +95,3 @@ class OvisU1Prefix:
         return kv
 
 
-OVIS_IMAGE_ATOM = -300  # the image atom placeholder id of Ovis-U1 prompts
-PREFIX_STAGES["ovis-u1"] = OvisU1Prefix
