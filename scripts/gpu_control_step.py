@@ -255,7 +255,9 @@ def ceilings(dev) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variant", default="flux2-4b", choices=["flux2-4b", "flux2-9b"])
+    from edge.model_variants import get_variant
+
+    ap.add_argument("--variant", default="flux2-4b", choices=[s.name for s in get_variant("flux2").sizes if s.real_size])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--iterations", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
