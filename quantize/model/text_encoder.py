@@ -33,18 +33,19 @@ def format_prompt(instruction: str) -> str:
 
 
 def uncached_error(instruction: str, missing: list[Path], checkpoint: Path | None, prompt_cache: Path | None,
-                   ship: str) -> CheckpointError:
-    """The error for an instruction that is in no prompt cache while the text encoder's files are not here."""
+                   ship: str, what: str = "text encoder") -> CheckpointError:
+    """The error for an instruction that is in no prompt cache while the files of the `what` that would compute it
+    (the FLUX.2 text encoder, the Ovis-U1 prompt tokenizer) are not here."""
     ckpt = str(checkpoint) if checkpoint is not None else "CHECKPOINT"
     cache = str(prompt_cache) if prompt_cache is not None else f"{ckpt}/prompts.npz"
     quoted = instruction.strip().replace("'", "'\\''")
     return CheckpointError(
-        f"instruction {instruction.strip()!r} is not in the prompt cache ({cache}) and this checkpoint has no text "
-        f"encoder to compute it: {' and '.join(str(m) for m in missing)} not found (base/ needs them only for "
-        "instructions that are not cached). Fix, either: (1) add it to the cache where the full base release is, "
-        f"`imagewam-edge prompts add --checkpoint {ckpt} --prompt-cache {cache} --instruction '{quoted}'` (pass --base "
-        f"DIR if the release is elsewhere; every command that loads the checkpoint reads {ckpt}/prompts.npz), and copy "
-        f"the cache here; or (2) ship the text encoder: {ship}")
+        f"instruction {instruction.strip()!r} is not in the prompt cache ({cache}) and the {what} that would compute "
+        f"it is not here: {' and '.join(str(m) for m in missing)} not found (needed only for instructions that are "
+        "not cached). Fix, either: (1) add it to the cache where the full base release is, `imagewam-edge prompts "
+        f"add --checkpoint {ckpt} --prompt-cache {cache} --instruction '{quoted}'` (pass --base DIR if the release is "
+        f"elsewhere; every command that loads the checkpoint reads {ckpt}/prompts.npz), and copy the cache here; or "
+        f"(2) ship the {what}: {ship}")
 
 
 class Qwen3TextEncoder:

@@ -63,7 +63,8 @@ class OvisPromptTokenizer:
         if not self.missing:
             return
         if instruction is not None:
-            raise uncached_error(instruction, self.missing, self.checkpoint, self.prompt_cache, self.ship)
+            raise uncached_error(instruction, self.missing, self.checkpoint, self.prompt_cache, self.ship,
+                                 "prompt tokenizer")
         raise CheckpointError(f"{self.missing[0]} not found: this needs the Ovis-U1 base release's tokenizer; "
                               f"{self.ship}")
 
