@@ -24,11 +24,8 @@ def make_link(ac: ArmConfig, port: str, i: int, source: str):
         if ac.calibration:  # a missing, corrupt or mismatched file: an error naming the file, the field and the fix
             mapping = load_joint_mapping(ac.calibration, ids=ac.ids)
         lo, hi = mapping.limits_in_units()
-        s = ac.safety
-        limits = SafetyLimits.create(mapping.n, lower=s.get("lower", lo), upper=s.get("upper", hi),
-                                     max_velocity=s.get("max_velocity", 2.0), max_step=s.get("max_step", 0.2),
-                                     on_out_of_range=s.get("on_out_of_range", "fault"),
-                                     range_margin=s.get("range_margin", 0.1))
+        # the limits the config gives; the rest: the calibration's range and SafetyConfig's defaults
+        limits = SafetyLimits.create(mapping.n, **{"lower": lo, "upper": hi, **ac.safety})
         return Link(cfg, mapping, limits)
     except ValueError as exc:  # drivers' ConfigError
         raise ConfigError(f"{where}: {exc}") from None

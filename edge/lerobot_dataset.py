@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import ConfigError, MissingDependencyError
+from .strict import FieldError, build
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +40,17 @@ class LeRobotMapping:
     action: str = "action"
     cameras: tuple[str, ...] = field(default_factory=tuple)  # () = observation.images.<slot> / the dataset's order
 
+    def __post_init__(self):
+        for k in ("state", "action"):
+            if not (isinstance(getattr(self, k), str) and getattr(self, k)):
+                raise FieldError(self, k, f"must be a LeRobot feature name, got {getattr(self, k)!r}")
+        if not all(isinstance(c, str) and c for c in self.cameras):
+            raise FieldError(self, "cameras", f"must be a list of LeRobot feature names in camera-slot order, got "
+                                              f"{list(self.cameras)!r}")
+
     @classmethod
     def from_dict(cls, d: dict, source: str = "mapping") -> "LeRobotMapping":
-        if not isinstance(d, dict):
-            raise ConfigError(f"{source}: a LeRobot key mapping is a mapping with state/action/cameras, "
-                              f"got {type(d).__name__}")
-        unknown = sorted(set(d) - {"state", "action", "cameras"})
-        if unknown:
-            raise ConfigError(f"{source}: unknown field(s) {unknown}; known fields: action, cameras, state")
-        for k in ("state", "action"):
-            if k in d and not (isinstance(d[k], str) and d[k]):
-                raise ConfigError(f"{source}: `{k}` must be a LeRobot feature name, got {d[k]!r}")
-        cams = d.get("cameras", ())
-        if isinstance(cams, str) or not all(isinstance(c, str) and c for c in cams):
-            raise ConfigError(f"{source}: `cameras` must be a list of LeRobot feature names in camera-slot order, "
-                              f"got {cams!r}")
-        return cls(state=d.get("state", cls.state), action=d.get("action", cls.action), cameras=tuple(cams))
+        return build(cls, d, source)
 
     @classmethod
     def load(cls, path: str | Path) -> "LeRobotMapping":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from .errors import ConfigError
 from .model_variants import prefix_stage
 from .normalize import Normalizer
 from .sampler import flow_sigmas, initial_noise
+from .strict import build
 from .transforms import POSTPROCESS, compose_canvas, get_canvas, get_embodiment, to_model_pixels
 
 log = logging.getLogger(__name__)
@@ -50,14 +51,7 @@ class PolicySpec:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "policy spec") -> "PolicySpec":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(names)}")
-        try:
-            return cls(**{**d, "axes_dim": tuple(d.get("axes_dim", ()))})
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        return build(cls, d, where)
 
 
 class ImageWAMPolicy:
@@ -111,3 +105,4 @@ class ImageWAMPolicy:
         traffic = self.backend.traffic.take()
         return {"actions": actions, "actions_normalized": x[0], "timings_ms": timings, "step_ms": step_ms,
                 "transfer_bytes": traffic}
+

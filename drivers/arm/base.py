@@ -14,7 +14,7 @@ import collections
 import logging
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -25,6 +25,7 @@ from drivers.arm.mapping import JointMapping
 from drivers.arm.multi import MultiArm  # noqa: F401  (re-exported: every link kind from one module)
 from drivers.arm.safety import EStopLatch, SafetyLimits, beyond_limits, check_finite, clip_command
 from drivers.errors import ArmError, ArmLinkError, ConfigError, OutOfRangeError, ProtocolError, ReplyError
+from edge.strict import build, setting
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ BAUDRATES = (9600, 57600, 115200, 230400, 460800, 500000, 576000, 921600, 100000
 
 @dataclass(frozen=True)
 class LinkConfig:
-    port: str
+    port: str = setting(example="/dev/ttyUSB0")
     ids: tuple = (1,)
     baudrate: int = 1_000_000
     timeout_s: float = 0.05  # longest reply wait of one transaction outside the loop (in the loop: the tick's time left)
@@ -57,17 +58,8 @@ class LinkConfig:
             raise ConfigError(f"{name}.connect_timeout_s must be in [0, 60] seconds, got {self.connect_timeout_s!r}")
 
     @classmethod
-    def from_dict(cls, d: dict):
-        if not isinstance(d, dict):
-            raise ConfigError(f"{cls.__name__} must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{cls.__name__}: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        missing = [f.name for f in fields(cls) if f.name == "port" and "port" not in d]
-        if missing:
-            raise ConfigError(f"{cls.__name__}: missing field `port` (e.g. /dev/ttyUSB0)")
-        return cls(**d)
+    def from_dict(cls, d: dict, source: str = "", where: str = ""):
+        return build(cls, d, source or cls.__name__, where)
 
 
 def set_low_latency(port: str) -> bool:

@@ -6,12 +6,13 @@ gripper:  q = (raw - gripper_open) / (gripper_closed - gripper_open) (0 open .. 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
 from drivers.errors import ConfigError
+from edge.strict import build, setting
 
 # raw units per radian of the usual servos: 4096 counts per turn
 COUNTS_4096 = 4096 / (2 * math.pi)
@@ -19,7 +20,7 @@ COUNTS_4096 = 4096 / (2 * math.pi)
 
 @dataclass(frozen=True)
 class JointCalibration:
-    id: int
+    id: int = setting(example="1 (the servo id, 0..252)")
     name: str = ""
     kind: str = "revolute"  # or "gripper"
     offset: int = 2048  # raw value at q = 0
@@ -75,14 +76,7 @@ class JointMapping:
         joints = d.get("joints") if isinstance(d, dict) else None
         if not isinstance(joints, list):
             raise ConfigError("arm calibration must have a `joints` list, e.g. joints: [{id: 1, offset: 2048}]")
-        known = {f.name for f in fields(JointCalibration)}
-        out = []
-        for k, j in enumerate(joints):
-            unknown = sorted(set(j) - known) if isinstance(j, dict) else None
-            if unknown is None or unknown:
-                raise ConfigError(f"arm calibration joints[{k}]: unknown field(s) {unknown}; known: {sorted(known)}")
-            out.append(JointCalibration(**j))
-        return cls(out)
+        return cls([build(JointCalibration, j, f"arm calibration joints[{k}]") for k, j in enumerate(joints)])
 
     def to_dict(self) -> dict:
         return {"joints": [asdict(j) for j in self.joints]}

@@ -6,17 +6,35 @@ them on every write and return what they actually sent."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
 from drivers.errors import ConfigError, EStopError, SafetyError
+from edge.strict import build, setting
 
 
 ON_OUT_OF_RANGE = ("fault", "clip")
 MAX_STEP_LIMIT = 1.0  # rad per command: above this a "limit" no longer limits anything
 MAX_VELOCITY_LIMIT = 20.0  # rad/s
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """The `safety` section of an arm, as written (joint units: radians, grippers 0..1; a number applies to every
+    joint, a list gives one per joint). The defaults of `SafetyLimits.create` are these."""
+
+    lower: Optional[float | tuple[float, ...]] = None  # None: the range the joint mapping allows (or -pi)
+    upper: Optional[float | tuple[float, ...]] = None  # None: the range the joint mapping allows (or pi)
+    max_velocity: float | tuple[float, ...] = 2.0  # units per second
+    max_step: float | tuple[float, ...] = 0.2  # units per write, from the present position
+    # a command beyond [lower, upper] by more than range_margin: "fault" or "clip"
+    on_out_of_range: str = setting("fault", choices=ON_OUT_OF_RANGE)
+    range_margin: float = setting(0.1, minimum=0.0, maximum=1.0)  # units
+
+
+_DEFAULT = SafetyConfig()
 
 
 @dataclass(frozen=True)
@@ -27,12 +45,13 @@ class SafetyLimits:
     upper: tuple
     max_velocity: tuple  # units per second
     max_step: tuple  # units per write, from the present position
-    on_out_of_range: str = "fault"  # a command beyond [lower, upper] by more than range_margin: "fault" or "clip"
-    range_margin: float = 0.1  # units
+    on_out_of_range: str = _DEFAULT.on_out_of_range
+    range_margin: float = _DEFAULT.range_margin
 
     @classmethod
-    def create(cls, n: int, lower=-math.pi, upper=math.pi, max_velocity=2.0, max_step=0.2, on_out_of_range="fault",
-               range_margin=0.1) -> "SafetyLimits":
+    def create(cls, n: int, lower=-math.pi, upper=math.pi, max_velocity=_DEFAULT.max_velocity,
+               max_step=_DEFAULT.max_step, on_out_of_range=_DEFAULT.on_out_of_range,
+               range_margin=_DEFAULT.range_margin) -> "SafetyLimits":
         def vec(name, v):
             arr = np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) if np.ndim(v) == 0 else np.asarray(v, dtype=np.float64)
             if arr.shape != (n,):
@@ -65,12 +84,10 @@ class SafetyLimits:
         return lim
 
     @classmethod
-    def from_dict(cls, d: dict, n: int) -> "SafetyLimits":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"safety config: unknown field(s) {unknown}; known: {sorted(known)}")
-        return cls.create(n, **d)
+    def from_dict(cls, d: dict, n: int, source: str = "safety config", where: str = "") -> "SafetyLimits":
+        """Limits for `n` joints from a `safety` section (SafetyConfig fields; what is left out: the defaults)."""
+        given = build(SafetyConfig, d, source, where)
+        return cls.create(n, **{k: v for k, v in vars(given).items() if v is not None})
 
     @property
     def n(self) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
@@ -22,6 +22,7 @@ import numpy as np
 from drivers.camera.base import Camera, Extrinsics, Frame, Intrinsics
 from drivers.camera.rs_files import _check_file, _intrinsics, import_rs, recording_streams
 from drivers.errors import CameraError, CameraNotFoundError, ConfigError, RecordingEndedError
+from edge.strict import build, setting
 
 log = logging.getLogger(__name__)
 # re-exported: callers import these from here
@@ -33,7 +34,8 @@ RECORDING_SUFFIXES = (".db3", ".bag")
 
 @dataclass(frozen=True)
 class RealSenseConfig:
-    serial: Optional[str] = None  # None: the only connected camera (or the device in playback_file)
+    # None: the only connected camera (or the device in playback_file); YAML reads 123456789 as a number: taken as text
+    serial: Optional[str] = setting(None, number_as_text=True)
     width: int = 640
     height: int = 480
     fps: int = 30
@@ -67,17 +69,8 @@ class RealSenseConfig:
                 raise ConfigError(f"RealSenseConfig.playback_file must end with .db3 or .bag, got {self.playback_file!r}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RealSenseConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"RealSense config must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"RealSense config: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        d = dict(d)
-        if isinstance(d.get("serial"), int):  # YAML turns 123456789 into an int
-            d["serial"] = str(d["serial"])
-        return cls(**d)
+    def from_dict(cls, d: dict, source: str = "RealSense config", where: str = "") -> "RealSenseConfig":
+        return build(cls, d, source, where)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,13 +8,14 @@ frames, and frames change over time.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
 
 from drivers.camera.base import Camera, Frame, Intrinsics
 from drivers.errors import ConfigError
+from edge.strict import build
 
 
 @dataclass(frozen=True)
@@ -40,14 +41,8 @@ class SimCameraConfig:
             raise ConfigError(f"SimCameraConfig.seed must be an integer, got {self.seed!r}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SimCameraConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"sim camera config must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"sim camera config: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, source: str = "sim camera config", where: str = "") -> "SimCameraConfig":
+        return build(cls, d, source, where)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from drivers.camera.base import Camera, Frame
 
 from ..errors import ConfigError
+from ..strict import build
 from .environment import Environment
 from .world import TASK, Episode, SuccessTracker, TaskConfig, end_effector, goal_of, make_episode, render
 
@@ -44,14 +45,8 @@ class TaskCameraConfig:
             raise ConfigError(f"task camera: seed must be an integer, got {self.seed!r}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TaskCameraConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"task camera config must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"task camera config: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, source: str = "task camera config", where: str = "") -> "TaskCameraConfig":
+        return build(cls, d, source, where)
 
     def to_dict(self) -> dict:
         return asdict(self)
