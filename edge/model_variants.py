@@ -175,6 +175,17 @@ def find_size(name: str) -> tuple[ModelVariant, ModelSize]:
     raise ConfigError(f"unknown model size {name!r}; known: {size_names()}")
 
 
+def demo_size(name: str, writer: str) -> tuple[ModelVariant, ModelSize]:
+    """(variant, size) of a size whose record names `writer` ("module:function") as its demo writer: how a writer
+    checks the name it is asked for."""
+    found = find_size(name)
+    if found[1].demo_writer != writer:
+        mine = sorted(s.name for v in _REGISTRY.values() for s in v.sizes if s.demo_writer == writer)
+        raise ConfigError(f"demo size {name!r} is not written by {writer} (it writes {mine}); write it with "
+                          f"`imagewam-edge demo-checkpoint --variant {name}`")
+    return found
+
+
 def prefix_stage(spec, canvas):
     """The runtime prefix stage of `spec.variant` (PolicySpec) on a canvas."""
     return get_variant(spec.variant).prefix_stage(spec, canvas)

@@ -10,9 +10,7 @@ import numpy as np
 import torch
 import yaml
 
-from edge.errors import ConfigError
-from edge.model_configs import Flux2Config
-from edge.model_variants import find_size
+from edge.model_variants import demo_size
 from edge.transforms import get_embodiment
 
 from .model.action_expert import ActionExpertConfig
@@ -80,11 +78,8 @@ def _randomise(model: torch.nn.Module, seed: int) -> None:
 
 def write_demo_checkpoint(out: str | Path, variant: str = "flux2-tiny", embodiment: str = "libero", seed: int = 0,
                           state_dim: int = 8, action_dim: int = 7) -> Path:
-    record, size = find_size(variant)  # a registered size whose config has a FLUX.2 backbone (flux2-tiny)
-    backbone = size.config.get("backbone")
-    if not isinstance(backbone, Flux2Config):
-        raise ConfigError(f"demo size {variant!r} has no FLUX.2 backbone record; this writer makes FLUX.2-shaped "
-                          "demos (flux2-tiny), the model variant's record names the writer of the others")
+    record, size = demo_size(variant, f"{__name__}:write_demo_checkpoint")  # flux2-tiny
+    backbone = size.config["backbone"]
     from .hf import quiet
 
     quiet()

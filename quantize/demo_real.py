@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from edge.model_configs import FLUX2_VAE, TEXT_ENCODERS, flux2_expert
+from edge.model_variants import demo_size
 from edge.transforms import get_embodiment
 
 from .demo import demo_stats, write_sample_images
@@ -40,14 +41,12 @@ log = logging.getLogger(__name__)
 
 REAL_TEXT_LAYERS = (9, 18, 27)
 STANDIN_TEXT_LAYERS, STANDIN_LAYERS = (1, 2, 3), 4
-VARIANTS = tuple(TEXT_ENCODERS)
 MODEL_NAMES = {"flux2-4b": "klein-4B", "flux2-9b": "klein-9B"}
 
 
 def real_configs(variant: str, action_dim: int = 7, double_blocks: int | None = None, single_blocks: int | None = None):
     """(backbone, expert) configurations of a real variant, optionally with fewer blocks (same widths)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown real-size variant {variant!r}; choose one of {VARIANTS}")
+    demo_size(variant, f"{__name__}:write_real_demo")  # flux2-4b, flux2-9b
     backbone = FLUX2_PRESETS[variant]
     changes = {k: v for k, v in (("depth_double", double_blocks), ("depth_single", single_blocks)) if v is not None}
     if any(v < 0 for v in changes.values()) or (changes and sum({**backbone.to_dict(), **changes}[k]

@@ -130,3 +130,8 @@ def test_demo_loader_and_export_follow_the_registration(standin, tmp_path):
         write_demo("omnigen2-tiny", tmp_path / "x")
     with pytest.raises(CheckpointError, match="only apply to the real-size demos"):
         write_demo(f"{STANDIN}-tiny", tmp_path / "y", double_blocks=1)
+    from quantize.demo import write_demo_checkpoint  # a writer asked for a size its record does not give it
+
+    with pytest.raises(ConfigError, match=r"'ovis-u1-tiny' is not written by quantize.demo:write_demo_checkpoint "
+                                          r"\(it writes \['flux2-tiny', 'omnigen2-standin-tiny'\]\)"):
+        write_demo_checkpoint(tmp_path / "z", variant="ovis-u1-tiny")

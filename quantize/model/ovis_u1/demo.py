@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from edge.model_variants import demo_size
 from edge.transforms import get_embodiment
 
 from ...demo import _randomise, demo_stats, write_sample_images
@@ -33,7 +34,6 @@ TINY_VOCAB = 64
 TINY_PREPROCESS = dict(patch_size=14, hidden_stride=2, temporal_patch_size=1, min_pixels=28 * 28 * 4,
                        max_pixels=112 * 224, image_mean=[0.48145466, 0.4578275, 0.40821073],
                        image_std=[0.26862954, 0.26130258, 0.27577711])
-VARIANTS = ("ovis-u1-tiny",)
 
 
 def _tiny_llm(vocab_size: int, pad_id: int, eos_id: int, seed: int):
@@ -102,8 +102,7 @@ def write_demo_base(base: Path, seed: int = 0) -> Path:
 
 def write_demo_checkpoint(out: str | Path, variant: str = "ovis-u1-tiny", embodiment: str = "libero", seed: int = 0,
                           state_dim: int = 8, action_dim: int = 7) -> Path:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown demo variant {variant!r}; choose one of {VARIANTS}")
+    demo_size(variant, f"{__name__}:write_demo_checkpoint")  # ovis-u1-tiny
     from ...hf import quiet
 
     quiet()

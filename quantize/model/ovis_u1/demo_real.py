@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from edge.model_configs import OVIS_U1_LLM, OVIS_U1_VAE
+from edge.model_variants import demo_size
 from edge.transforms import get_embodiment
 
 from ...demo import demo_stats, write_sample_images
@@ -38,7 +39,6 @@ from .yak import YakConfig
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("ovis-u1",)
 STANDIN_LLM_LAYERS = 4
 PREPROCESS = dict(patch_size=14, hidden_stride=2, temporal_patch_size=1, min_pixels=448 * 448, max_pixels=1792 * 1792,
                   image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711])
@@ -131,8 +131,7 @@ def write_real_ovis_demo(out: str | Path, variant: str = "ovis-u1", embodiment: 
                          standin_text_layers: int = STANDIN_LLM_LAYERS) -> Path:
     from ...hf import quiet
 
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown real-size Ovis-U1 variant {variant!r}; choose one of {VARIANTS}")
+    demo_size(variant, f"{__name__}:write_real_ovis_demo")  # ovis-u1
     quiet()
     say = progress or (lambda s: log.info(s))
     t0 = time.monotonic()
