@@ -2,12 +2,13 @@
 joint commands streamed at the controller rate, with the safety checks before every write.
 
 Threads: each camera has its own capture thread (drivers.camera); one inference worker runs `policy.infer` on the
-newest frames and the joint state when the scheduler asks for a chunk (a RobotPolicy: joint commands in robot units
-come out of the policy's own output transform, edge.transforms.JointMap, mapped and checked there, once); the control thread (the caller's) paces itself on monotonic
-deadlines advancing by whole periods (overruns counted), reads the arm state, asks the scheduler for the command
-and writes it (the arm link enforces the safety limits). No fresh chunk in time -> hold the last command. Any fault (arm link, safety refusal, camera
-stalled for too long, inference error or timeout) -> hold, torque as configured, the last seconds of states and
-commands dumped to disk, stop. SIGINT -> the same safe stop without the fault.
+newest frames and the joint state when the scheduler asks for a chunk (a RobotPolicy: the joint commands in robot
+units come out of the policy's own output transform, edge.transforms.JointMap, mapped and checked there, once); the
+control thread (the caller's) paces itself on monotonic deadlines advancing by whole periods (overruns counted),
+reads the arm state, asks the scheduler for the command and writes it (the arm link enforces the safety limits). No
+fresh chunk in time -> hold the last command. Any fault (arm link, safety refusal, camera stalled for too long,
+inference error or timeout) -> hold, torque as configured, the last seconds of states and commands dumped to disk,
+stop. SIGINT -> the same safe stop without the fault.
 
 Time stamps: `camera_to_serial_ms` runs from the camera frame's timestamp (monotonic, set when the frame reached
 this process) to the end of the serial write of the first command computed with the chunk made from that frame."""
@@ -34,8 +35,8 @@ from .errors import ConfigError, ImageWAMEdgeError
 from .loop_bus import BusMonitor
 from .realtime import clear_realtime, raise_threads, restore_threads, set_realtime
 from .stop_signals import StopSignals
-from .transforms import JointMap, RobotPolicy
 from .timing import StageTimes, Ticker, percentiles, summarize
+from .transforms import JointMap, RobotPolicy
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class ControlLoop:
                  state_hooks: Sequence[Callable[[np.ndarray], None]] = ()):
         if not isinstance(policy, RobotPolicy):
             raise TypeError(f"the control loop streams joint commands: give it a RobotPolicy (edge.loop.robot_policy"
-                              f"(policy, config.policy, n_joints, state_dim, action_dim)), not {type(policy).__name__}")
+                            f"(policy, config.policy, n_joints, state_dim, action_dim)), not {type(policy).__name__}")
         self.policy, self.cameras, self.arm, self.instruction = policy, list(cameras), arm, instruction
         self.state_hooks = tuple(state_hooks)
         self.rates, self.fault_cfg, self.clock = rates, fault, clock

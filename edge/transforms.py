@@ -239,7 +239,8 @@ class JointMap:
     def __post_init__(self):
         n, src = self.n_joints, self.source
         if self.mode not in ACTION_MODES:
-            raise ConfigError(f"{src}: field `policy.action_mode` must be one of {list(ACTION_MODES)}, got {self.mode!r}")
+            raise ConfigError(f"{src}: field `policy.action_mode` must be one of {list(ACTION_MODES)}, got "
+                              f"{self.mode!r}")
         si, ai = self.state_indices, self.action_indices
         if (len(si) if si else n) != self.state_dim or (si and not all(0 <= i < n for i in si)):
             raise ConfigError(f"{src}: field `policy.state_indices`: the model takes a state of {self.state_dim} "

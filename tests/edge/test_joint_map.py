@@ -1,10 +1,6 @@
 """The action re-mapping is a policy output transform (edge.transforms.JointMap, declared in the run config's
 `policy` section): policy actions -> joint commands in robot units, mapped, scaled and checked once; the control
 loop streams what comes out, within the arm's safety limits, and does not map again."""
-import dataclasses
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -18,7 +14,8 @@ def test_action_dims_reach_the_declared_joints_in_arm_order_scaled_and_offset():
     actions = np.array([[10.0, 11.0, 12.0, 13.0], [20.0, 21.0, 22.0, 23.0]])  # [H=2, Da=4]
     q = m.commands(actions, q_obs=np.zeros(3))
     assert q.shape == (2, 3) and q.dtype == np.float64
-    np.testing.assert_allclose(q, [[13.0, 2 * 11.0 + 0.1, -0.5 * 10.0 + 0.25], [23.0, 2 * 21.0 + 0.1, -0.5 * 20.0 + 0.25]])
+    np.testing.assert_allclose(q, [[13.0, 2 * 11.0 + 0.1, -0.5 * 10.0 + 0.25],
+                                   [23.0, 2 * 21.0 + 0.1, -0.5 * 20.0 + 0.25]])
     np.testing.assert_array_equal(m.state([0.1, 0.2, 0.3]), [0.3, 0.1])  # the input side: joints -> policy state
 
 
@@ -61,7 +58,7 @@ def test_non_finite_actions_are_refused_once_with_where_they_are(bad):
 
 
 def test_a_mapping_that_does_not_fit_the_model_or_the_arms_names_the_config_field():
-    with pytest.raises(ConfigError, match=r"robot.yaml: field `policy.action_indices`.*outputs 7 action dims.*6 joints"):
+    with pytest.raises(ConfigError, match=r"robot.yaml: field `policy.action_indices`.*7 action dims.*6 joints"):
         JointMap(n_joints=6, state_dim=6, action_dim=7, source="robot.yaml")
     with pytest.raises(ConfigError, match=r"`policy.action_indices`.*index \(< 7\)"):
         JointMap(n_joints=2, state_dim=2, action_dim=7, state_indices=(0, 1), action_indices=(0, 7))
@@ -93,6 +90,38 @@ class ConstantPolicy:
         return {"actions": self.actions.copy(), "timings_ms": {"total": 0.1}, "step_ms": []}
 
 
+def _config(tmp_path, **policy):
+    """A run config: one simulated 7-joint Dynamixel arm, one simulated camera, the policy section given."""
+    return {"instruction": "hold the pose", "policy": {"engines": "x", **policy},
+            "cameras": [{"kind": "sim", "slot": "main", "width": 64, "height": 64, "depth": False}],
+            "arms": [{"protocol": "dynamixel", "port": "@sim", "ids": [1, 2, 3, 4, 5, 6, 7],
+                      "safety": {"lower": -1.5, "upper": 1.5, "max_velocity": 1.5, "max_step": 0.1},
+                      "link": {"timeout_s": 0.2}}],
+            "rates": {"control_hz": 100, "action_hz": 10},
+            "fault": {"dump_dir": str(tmp_path / "faults"), "max_stale_s": 0.5}}
+
+
+def test_the_run_config_declares_the_mapping_and_a_bad_one_is_named(tmp_path):
+    from edge.config import from_dict
+    from edge.loop import robot_policy
+
+    gripper = {"action_scale": [1, 1, 1, 1, 1, 1, 0.5], "action_offset": [0, 0, 0, 0, 0, 0, 0.5]}
+    cfg = from_dict(_config(tmp_path, **gripper), "robot.yaml", tmp_path)
+    chunk = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, -1.0], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0]])
+    robot = robot_policy(ConstantPolicy(chunk, 7), cfg.policy, 7, 7, 7, cfg.source)
+    out = robot.infer({"images": [np.zeros((64, 64, 3), np.uint8)], "joints": np.zeros(7), "instruction": "x"})
+    np.testing.assert_allclose(out["joints"][:, 6], [0.0, 1.0])
+    np.testing.assert_allclose(out["actions"], chunk.astype(np.float32))  # the policy's own, as recorded
+    plain = from_dict(_config(tmp_path), "robot.yaml", tmp_path)  # without the keys: each action on its joint
+    np.testing.assert_allclose(robot_policy(ConstantPolicy(chunk, 7), plain.policy, 7, 7, 7).infer(
+        {"images": [], "joints": np.zeros(7), "instruction": "x"})["joints"], chunk)
+    short = from_dict(_config(tmp_path, action_scale=[1.0, 2.0]), "robot.yaml", tmp_path)
+    with pytest.raises(ConfigError, match=r"robot.yaml: field `policy.action_scale` .* list of 7"):
+        robot_policy(ConstantPolicy(chunk, 7), short.policy, 7, 7, 7, short.source)
+    with pytest.raises(ConfigError, match=r"policy.action_offset"):
+        from_dict(_config(tmp_path, action_offset="half"), "robot.yaml", tmp_path)
+
+
 def test_a_declared_mapping_reaches_the_simulated_arm_once(tmp_path):
     """run --config with `policy.action_indices` (reversed), `state_indices`, `action_scale` and `action_offset`: a
     constant chunk drives the simulated Dynamixel arm (its own process, on a pty) to the mapped joint targets. Were
@@ -105,15 +134,8 @@ def test_a_declared_mapping_reaches_the_simulated_arm_once(tmp_path):
     scale, offset = 2.0, 0.05
     actions_for_joints = (target - offset) / scale
     policy_actions = np.repeat(actions_for_joints[::-1][None], 16, 0)  # the policy emits the dims reversed
-    data = {"instruction": "hold the pose",
-            "policy": {"engines": "x", "action_indices": [6, 5, 4, 3, 2, 1, 0], "state_indices": [1, 0],
-                       "action_scale": scale, "action_offset": offset},
-            "cameras": [{"kind": "sim", "slot": "main", "width": 64, "height": 64, "depth": False}],
-            "arms": [{"protocol": "dynamixel", "port": "@sim", "ids": [1, 2, 3, 4, 5, 6, 7],
-                      "safety": {"lower": -1.5, "upper": 1.5, "max_velocity": 1.5, "max_step": 0.1},
-                      "link": {"timeout_s": 0.2}}],
-            "rates": {"control_hz": 100, "action_hz": 10},
-            "fault": {"dump_dir": str(tmp_path / "faults"), "max_stale_s": 0.5}}
+    data = _config(tmp_path, action_indices=[6, 5, 4, 3, 2, 1, 0], state_indices=[1, 0], action_scale=scale,
+                   action_offset=offset)
     cfg = from_dict(data, "robot.yaml", tmp_path)
     policy = ConstantPolicy(policy_actions, state_dim=2)
     s = run_config(cfg, seconds=3.0, record=str(tmp_path / "rec"), policy=policy)

@@ -3,7 +3,6 @@ config declares it (a camera of kind `task`), the runtime calls it through the i
 a member is refused at start by name. A setup of real cameras has none."""
 import dataclasses
 
-import numpy as np
 import pytest
 
 from edge.config import CONFIG_DIR, from_yaml
