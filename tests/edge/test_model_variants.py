@@ -1,6 +1,7 @@
 """One record per model variant (edge/model_variants.py), registered once: a new variant registered in one place is
 picked up by detection, the runtime prefix stage, the engine list, the roofline, the CLI's --variant choices, demo
 writing, the torch loader and export; a name nobody registered is a ConfigError that lists the known ones."""
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -110,6 +111,12 @@ def test_unregistering_removes_the_variant_everywhere(standin):
             engine_components(_spec(STANDIN))
     finally:
         mv.register(standin)
+
+
+def test_a_checkpoint_without_train_config_is_told_by_its_tensor_names(demo_checkpoint, tmp_path):
+    shutil.copy(demo_checkpoint / "model.pt", tmp_path / "model.pt")  # the pickle is read, no tensor
+    assert mv.detect(tmp_path, {}) is mv.FLUX2
+    assert mv.detect(tmp_path, {"model": {"stack": "ovis_u1"}}) is mv.OVIS_U1  # train_config.yaml comes first
 
 
 def test_demo_loader_and_export_follow_the_registration(standin, tmp_path):
