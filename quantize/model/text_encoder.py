@@ -134,7 +134,7 @@ class Qwen3TextEncoder:
     @torch.no_grad()
     def encode_padded(self, instruction: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The official path: ([1, max_length, width] hidden, [1, max_length] bool mask)."""
-        self._require(instruction)
+        self._require()  # (bench --compare reference encodes every step: a prompt cache is no fix there)
         if self.model is None:
             self._load()
         batch = self.tokenizer(self._rendered(instruction), return_tensors="pt", padding="max_length",
