@@ -40,7 +40,7 @@ class ModelSize:
 
     name: str  # e.g. "flux2-4b"
     demo_writer: str  # "module:function" (out, variant=name, embodiment=, seed=, ...) -> the checkpoint directory
-    config: Mapping[str, object] = field(default_factory=dict)  # the configuration records of this size
+    config: Mapping[str, object] = field(default_factory=dict, hash=False)  # the configuration records of this size
     # (edge/model_configs.py) by role ("backbone", "text_encoder", "vae", ...); what the roofline and writers read
     real_size: bool = False  # a published size: roofline figures, and the demo takes double_blocks=, single_blocks=,
     # full_text_encoder=, progress= (a real-width slice with a stand-in text encoder)
@@ -116,7 +116,7 @@ class ModelVariant:
         return False
 
     def owns_keys(self, keys: Iterable[str]) -> bool:
-        return any(k.startswith(self.key_prefixes) for k in keys) if self.key_prefixes else False
+        return any(k.startswith(self.key_prefixes) for k in keys)
 
 
 _REGISTRY: dict[str, ModelVariant] = {}
