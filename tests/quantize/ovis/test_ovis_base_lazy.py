@@ -73,3 +73,19 @@ def test_no_base_config_names_what_the_base_must_hold(minimal, tmp_path):
     msg = str(err.value)
     assert "config.json" in msg and "visual_generator.vae.*" in msg and "llm.model.*" in msg
     assert json.loads((minimal / "base" / "config.json").read_text())  # the minimal base still has its config
+
+
+@pytest.mark.slow
+def test_export_needs_no_tokenizer_files(ovis_checkpoint, minimal, tmp_path):
+    """The engines of the minimal base carry its cached token ids and give the full base's torch actions."""
+    pytest.importorskip("onnxruntime")
+    from edge.prompt_cache import PromptCache
+    from quantize.export import export_checkpoint
+
+    out = tmp_path / "engines"
+    export_checkpoint(minimal, out)
+    assert [e["instruction"] for e in PromptCache(out / "prompts.npz").entries()] == [OBS["instruction"]]
+    engines = load_policy(PolicySource(engines=str(out)))
+    full = load_policy(PolicySource(checkpoint=str(ovis_checkpoint)))
+    np.testing.assert_allclose(engines.infer(OBS, seed=0)["actions_normalized"],
+                               full.infer(OBS, seed=0)["actions_normalized"], atol=1e-4)
