@@ -1,43 +1,32 @@
 """`imagewam-edge camera ...` and `imagewam-edge arm ...`. SDKs are imported inside the handlers."""
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 
-F = argparse.RawDescriptionHelpFormatter
+from edge.cli_util import command, emit_json, group
 
 
 def register(sub) -> None:
-    cam = sub.add_parser("camera", help="RealSense cameras and recordings", formatter_class=F,
-                         description="Inspect and record Intel RealSense cameras.",
-                         epilog="examples:\n  imagewam-edge camera info recording.db3 --json\n"
-                                "  imagewam-edge camera record --out calib.db3 --seconds 20")
-    csub = cam.add_subparsers(dest="camera_command", metavar="SUBCOMMAND")
-    cam.set_defaults(func=lambda a: (cam.print_help(), 2)[1])
-
-    p = csub.add_parser("info", help="streams, intrinsics, depth scale (recording file or live camera)",
-                        formatter_class=F,
-                        description="Show the streams of a recording (.db3/.bag) or of a live camera: type, size, fps, "
-                                    "format, intrinsics (fx fy ppx ppy model coeffs), depth scale and, for a "
-                                    "recording, per stream the frame count, first timestamp, time span and gaps "
-                                    "(read stream by stream, no paired framesets needed), and whether depth and "
-                                    "colour pair.",
-                        epilog="examples:\n  imagewam-edge camera info session.db3\n"
-                               "  imagewam-edge camera info --serial 123456789012 --json\n"
-                               "  imagewam-edge camera info            # lists connected cameras")
+    _, csub = group(sub, "camera", "RealSense cameras and recordings",
+                    ["imagewam-edge camera info recording.db3 --json",
+                     "imagewam-edge camera record --out calib.db3 --seconds 20"],
+                    dest="camera_command", description="Inspect and record Intel RealSense cameras.")
+    p = command(csub, "info", "streams, intrinsics, depth scale (recording file or live camera)",
+                ["imagewam-edge camera info session.db3", "imagewam-edge camera info --serial 123456789012 --json",
+                 "imagewam-edge camera info            # lists connected cameras"], camera_info, json=True,
+                description="Show the streams of a recording (.db3/.bag) or of a live camera: type, size, fps, "
+                            "format, intrinsics (fx fy ppx ppy model coeffs), depth scale and, for a recording, per "
+                            "stream the frame count, first timestamp, time span and gaps (read stream by stream, no "
+                            "paired framesets needed), and whether depth and colour pair.")
     p.add_argument("file", nargs="?", help="a .db3 or .bag recording")
     p.add_argument("--serial", help="serial number of a connected camera")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.set_defaults(func=camera_info)
 
-    p = csub.add_parser("record", help="record live cameras to .db3", formatter_class=F,
-                        description="Record color (+ depth) from connected RealSense cameras, e.g. for calibration "
-                                    "or quantization data. Several --serial values record several cameras to "
-                                    "OUT_<serial>.db3.",
-                        epilog="example:\n  imagewam-edge camera record --out calib.db3 --seconds 20 --width 640 "
-                               "--height 480 --fps 30")
+    p = command(csub, "record", "record live cameras to .db3",
+                "imagewam-edge camera record --out calib.db3 --seconds 20 --width 640 --height 480 --fps 30",
+                camera_record,
+                description="Record color (+ depth) from connected RealSense cameras, e.g. for calibration or "
+                            "quantization data. Several --serial values record several cameras to OUT_<serial>.db3.")
     p.add_argument("--out", required=True, help="output file (.db3)")
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--serial", action="append", default=[], help="camera serial (repeat for several cameras)")
@@ -45,39 +34,34 @@ def register(sub) -> None:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--no-depth", action="store_true", help="color only")
-    p.set_defaults(func=camera_record)
 
-    arm = sub.add_parser("arm", help="arm controllers: simulators and bring-up checks", formatter_class=F,
-                         description="Serial arm controllers: Dynamixel Protocol 2.0, Feetech STS, framed protocol.",
-                         epilog="examples:\n  imagewam-edge arm sim --protocol dynamixel --ids 1,2,3,4,5,6\n"
-                                "  imagewam-edge arm check --protocol dynamixel --port /dev/ttyUSB0 --ids 1,2,3 --json")
-    asub = arm.add_subparsers(dest="arm_command", metavar="SUBCOMMAND")
-    arm.set_defaults(func=lambda a: (arm.print_help(), 2)[1])
+    _, asub = group(sub, "arm", "arm controllers: simulators and bring-up checks",
+                    ["imagewam-edge arm sim --protocol dynamixel --ids 1,2,3,4,5,6",
+                     "imagewam-edge arm check --protocol dynamixel --port /dev/ttyUSB0 --ids 1,2,3 --json"],
+                    dest="arm_command",
+                    description="Serial arm controllers: Dynamixel Protocol 2.0, Feetech STS, framed protocol.")
 
     from drivers.arm.sim import add_sim_arguments
 
-    p = asub.add_parser("sim", help="run a simulated controller on a pty (prints the port)", formatter_class=F,
-                        description="Run a controller simulator speaking the real protocol on a pseudo-terminal. "
-                                    "It prints the port to give to links / `arm check`, and runs until Ctrl-C. "
-                                    "Present positions follow goals at a limited speed once torque is on.",
-                        epilog="example:\n  imagewam-edge arm sim --protocol feetech --ids 1,2,3,4,5,6 --link /tmp/so101\n"
-                               "  # then, in another shell:\n"
-                               "  imagewam-edge arm check --protocol feetech --port /tmp/so101 --ids 1,2,3,4,5,6")
+    p = command(asub, "sim", "run a simulated controller on a pty (prints the port)",
+                ["imagewam-edge arm sim --protocol feetech --ids 1,2,3,4,5,6 --link /tmp/so101",
+                 "# then, in another shell:",
+                 "imagewam-edge arm check --protocol feetech --port /tmp/so101 --ids 1,2,3,4,5,6"], arm_sim,
+                description="Run a controller simulator speaking the real protocol on a pseudo-terminal. It prints "
+                            "the port to give to links / `arm check`, and runs until Ctrl-C. Present positions follow "
+                            "goals at a limited speed once torque is on.")
     add_sim_arguments(p)
-    p.set_defaults(func=arm_sim)
 
-    p = asub.add_parser("check", help="ping ids, read positions, measure round trip", formatter_class=F,
-                        description="Bring-up check: ping every id, read present positions (raw units, id order) and "
-                                    "time N read round trips (p50, p99). Torque is not touched.",
-                        epilog="example:\n  imagewam-edge arm check --protocol dynamixel --port /dev/ttyUSB0 "
-                               "--ids 1,2,3,4,5,6 --json")
+    p = command(asub, "check", "ping ids, read positions, measure round trip",
+                "imagewam-edge arm check --protocol dynamixel --port /dev/ttyUSB0 --ids 1,2,3,4,5,6 --json", arm_check,
+                json=True, description="Bring-up check: ping every id, read present positions (raw units, id order) "
+                                       "and time N read round trips (p50, p99). Torque is not touched. --json: ids, "
+                                       "present, rtt_ms {p50, p99}.")
     p.add_argument("--protocol", required=True, choices=("dynamixel", "feetech", "framed"))
     p.add_argument("--port", required=True, help="serial device or pty path")
     p.add_argument("--ids", required=True, help="comma-separated ids, e.g. 1,2,3")
     p.add_argument("--baudrate", type=int, default=1_000_000)
     p.add_argument("-n", "--iterations", type=int, default=200, help="round trips to time (default 200)")
-    p.add_argument("--json", action="store_true", help="one JSON object: ids, present, rtt_ms {p50, p99}")
-    p.set_defaults(func=arm_check)
 
 
 # --- camera ------------------------------------------------------------------------------------------------------
@@ -94,7 +78,7 @@ def camera_info(args) -> int:
     else:
         out = {"devices": r.list_devices()}
     if args.json:
-        print(json.dumps(out, indent=2))
+        emit_json(out)
     else:
         _print_info(out)
     return 0
@@ -277,7 +261,7 @@ def arm_check(args) -> int:
            "rtt_ms": {"p50": round(float(np.percentile(r, 50)), 4), "p99": round(float(np.percentile(r, 99)), 4)},
            "iterations": args.iterations}
     if args.json:
-        print(json.dumps(out))
+        emit_json(out)
     else:
         print(f"{args.protocol} on {args.port}: ids {ids}" + (f", NO ANSWER from {missing}" if missing else ", all answered"))
         for i, m, p in zip(ids, [models[i] for i in ids], out["present"]):

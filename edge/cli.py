@@ -14,7 +14,7 @@ REGISTRARS = [
     ("edge.commands_eval", "register"),
     ("edge.commands_deploy", "register"),
     ("edge.serve.commands", "register"),
-    ("edge.recording_cli", "register"),
+    ("edge.commands_recording", "register"),
     ("quantize.commands", "register"),
     ("drivers.cli", "register"),
     ("calib.cli", "register"),

@@ -6,18 +6,67 @@ import json
 import math
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError
 
 
-def command(sub, name: str, help: str, example: str, func) -> argparse.ArgumentParser:
-    """A subcommand parser whose --help ends with a copy-pasteable example."""
-    parser = sub.add_parser(name, help=help, description=help, epilog="example:\n  " + example,
+JSON_HELP = ("print exactly one JSON object on stdout and nothing else there; no progress lines (warnings and errors "
+             "still go to stderr); a file is written only by a flag that names one (--report, --summary, --out)")
+ENGINES = "--engines"  # the one name of an engines directory on every subcommand
+
+
+def command(sub, name: str, help: str, example: str | list[str], func=None, *, json: bool = False,
+            description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand parser whose --help ends with copy-pasteable example(s); `func(args) -> int` (the exit code)
+    runs it; `json=True` adds --json with the one meaning it has everywhere (JSON_HELP)."""
+    examples = [example] if isinstance(example, str) else list(example)
+    parser = sub.add_parser(name, help=help, description=description or help,
+                            epilog=("example:\n  " if len(examples) == 1 else "examples:\n  ") + "\n  ".join(examples),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.set_defaults(func=func)
+    if func is not None:
+        parser.set_defaults(func=func)
+    if json:
+        add_json(parser)
     return parser
+
+
+def group(sub, name: str, help: str, examples: str | list[str], *, dest: str, description: str | None = None,
+          metavar: str = "SUBCOMMAND"):
+    """A command with subcommands of its own (`camera info`, `calibrate intrinsics`): (its parser, its subparsers).
+    Given without a subcommand it prints its help and exits with 2."""
+    parser = command(sub, name, help, examples, description=description)
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+    return parser, parser.add_subparsers(dest=dest, metavar=metavar)
+
+
+def add_json(parser) -> None:
+    """--json: exactly one JSON object on stdout (write it with `emit_json`), the same on every subcommand."""
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+class _Deprecated(argparse.Action):
+    """A renamed flag: still works (stores into the new flag's dest) and says the new name on stderr."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kw):
+        super().__init__(option_strings, dest, **kw)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stderr.write(f"warning: {option_string} is deprecated; use {self.new} (same meaning)\n")
+        setattr(namespace, self.dest, values)
+
+
+def add_engines(parser, help: str, *, required: bool = False, flag: str = ENGINES, dest: str = "engines",
+                old: tuple[str, ...] = ("--onnx",), metavar: str = "DIR") -> None:
+    """The engines-directory flag (`--engines DIR`; `flag` for a second one, e.g. --reference-engines), with the
+    old spellings `old` kept as hidden deprecated aliases that still work."""
+    target = parser.add_mutually_exclusive_group(required=required) if old and required else parser
+    target.add_argument(flag, dest=dest, metavar=metavar, help=help)
+    for name in old:
+        target.add_argument(name, dest=dest, metavar=metavar, help=argparse.SUPPRESS, action=_Deprecated, new=flag)
 
 
 def parse_vector(text: str, what: str = "--state") -> np.ndarray:
@@ -55,12 +104,25 @@ def emit_json(obj) -> None:
     sys.stdout.flush()
 
 
+def output(args, result: dict, text) -> None:
+    """A command's result by the conventions: one JSON object on stdout with --json, else the text report (a string,
+    or a function making it); with --report FILE also the same object written to FILE."""
+    if getattr(args, "json", False):
+        emit_json(result)
+    else:
+        print(text() if callable(text) else text)
+    if getattr(args, "report", None):
+        path = Path(args.report)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, default=_default))
+
+
 def _default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
-    if isinstance(o, (np.floating, np.integer)):
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
         return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    return str(o)  # paths, enums: as `--report FILE` writes them
 
 
 def add_torch_device_args(p: argparse.ArgumentParser, example: str, default: str | None = "cpu",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cli_util import add_torch_device_args, command, emit_json, parse_vector, read_image, torch_device_options
+from .cli_util import add_json, add_torch_device_args, command, emit_json, parse_vector, read_image, torch_device_options
 from .errors import ConfigError
 
 
@@ -13,7 +13,7 @@ def register(sub) -> None:
                 "--instruction 'pick up the red block' --state 0,0,0,0,0,0,0,0 --json", _infer)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="ImageWAM release directory (model.pt, dataset_stats.json, ...)")
-    src.add_argument("--engines", help="directory of exported engines (see `export`)")
+    src.add_argument("--engines", help="engines directory written by `export` (or quantize / build)")
     p.add_argument("--image", action="append", required=True,
                    help="camera image, once per camera slot of the canvas (LIBERO: agentview then wrist)")
     p.add_argument("--instruction", required=True, help="the task in words")
@@ -29,7 +29,7 @@ def register(sub) -> None:
                    help="torch compute dtype (auto: the checkpoint's own)")
     add_torch_device_args(p, "imagewam-edge infer --checkpoint demo --image a.png --image b.png --instruction 'pick "
                           "up the red block' --state 0,0,0,0,0,0,0,0")
-    p.add_argument("--json", action="store_true", help="print one JSON object: {actions, timings_ms}")
+    add_json(p)  # {actions, timings_ms}
 
 
 def load_policy(args):

@@ -1,18 +1,17 @@
 """Subcommands for deployment: `bundle` (workstation), `flash` and `doctor` (device)."""
 from __future__ import annotations
 
-from .cli_util import command, emit_json
+from .cli_util import add_engines, add_json, command, emit_json
 from .errors import ConfigError
 
 
 def register(sub) -> None:
     p = command(sub, "bundle", "Pack engines, config, calibration files and the prompt cache of the listed "
                 "instructions into one versioned artifact with a checksummed manifest.",
-                "imagewam-edge bundle --onnx engines/int8 --config robot.yaml --calibration calib/ "
+                "imagewam-edge bundle --engines engines/int8 --config robot.yaml --calibration calib/ "
                 "--prompts instructions.txt --out robot-int8.tar.gz", _bundle)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--engines", help="TensorRT engines directory (built for the target already)")
-    src.add_argument("--onnx", help="ONNX engines directory (flash builds TensorRT engines on the device)")
+    add_engines(p, "engines directory: ONNX engines (from export / quantize: flash builds TensorRT engines on the "
+                "device) or TensorRT engines built for the target", required=True)
     p.add_argument("--config", required=True, help="run config (YAML; see edge/configs/)")
     p.add_argument("--calibration", help="directory holding the calibration files the config references")
     p.add_argument("--prompts", required=True, help="text file: the instructions the robot will get, one per line")
@@ -24,7 +23,7 @@ def register(sub) -> None:
                    help="stable /dev/NAME for the USB-serial adapter with this serial (repeatable)")
     p.add_argument("--user", default="imagewam", help="user the service runs as (default imagewam)")
     p.add_argument("--out", required=True, help="BUNDLE.tar.gz (archive) or a directory")
-    p.add_argument("--json", action="store_true")
+    add_json(p)
 
     p = command(sub, "flash", "Install a bundle on this Jetson (or on --host over ssh): verify checksums, build "
                 "TensorRT engines if the bundle has ONNX, udev rules, dialout, a systemd unit, power mode and clocks. "
@@ -36,13 +35,13 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print every step; run no system command")
     p.add_argument("--no-system", action="store_true", help="only files and engines; no udev/groups/systemd/power")
     p.add_argument("--user", help="user the service runs as (default: the bundle's)")
-    p.add_argument("--json", action="store_true")
+    add_json(p)
 
     p = command(sub, "doctor", "Check this device: JetPack/L4T, CUDA, TensorRT, compute capability and allowed "
                 "precisions, memory, cameras, serial ports and permissions, power mode, clocks, engines; each "
-                "problem with its fix. Exit code 1 if something fails.", "imagewam-edge doctor --json", _doctor)
-    p.add_argument("--engines", help="engines directory to check (default /opt/imagewam/current)")
-    p.add_argument("--json", action="store_true")
+                "problem with its fix. Exit code 1 if something fails.", "imagewam-edge doctor --json", _doctor,
+                json=True)
+    add_engines(p, "engines directory to check (default /opt/imagewam/current)", old=())
 
 
 def _aliases(items: list[str]) -> dict[str, str]:
@@ -58,7 +57,7 @@ def _aliases(items: list[str]) -> dict[str, str]:
 def _bundle(args) -> int:
     from .deploy.bundle import make_bundle
 
-    manifest = make_bundle(args.config, args.out, args.engines or args.onnx, args.prompts, args.calibration,
+    manifest = make_bundle(args.config, args.out, args.engines, args.prompts, args.calibration,
                            args.prompt_cache, args.target, None if args.nvpmodel < 0 else args.nvpmodel,
                            not args.no_jetson_clocks, _aliases(args.serial_alias), args.user)
     if args.json:
@@ -86,10 +85,13 @@ def _flash(args) -> int:
         if not args.dry_run:
             check_remote_tools()
         extra = [a for a, on in (("--dry-run", args.dry_run), ("--no-system", args.no_system)) if on]
-        for cmd in remote_commands(args.bundle, args.host, extra):
+        commands = remote_commands(args.bundle, args.host, extra)
+        for cmd in commands:
             say("$ " + " ".join(cmd))
-            if not args.dry_run and subprocess.run(cmd).returncode:
+            if not args.dry_run and subprocess.run(cmd, stdout=sys.stderr if args.json else None).returncode:
                 raise ConfigError(f"`{' '.join(cmd[:2])} ...` failed; check ssh access to {args.host}")
+        if args.json:  # the one JSON object, as everywhere
+            emit_json({"host": args.host, "dry_run": args.dry_run, "commands": [" ".join(c) for c in commands]})
         return 0
     result = flash(args.bundle, root=args.root, dry_run=args.dry_run, no_system=args.no_system, user=args.user, say=say)
     if args.json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli_util import add_torch_device_args, command, torch_device_options
+from .cli_util import add_json, add_torch_device_args, command, output, torch_device_options
 from .errors import ConfigError
 
 
@@ -12,7 +12,7 @@ def register(sub) -> None:
     p = command(sub, "eval", "Closed-loop evaluation on the toy reaching task: success rate and mean episode length "
                 "through the real control loop (task camera, simulated Dynamixel controller on a pty, the embedded "
                 "default's rates and limits), N seeded episodes on one setup.",
-                "imagewam-edge eval --checkpoint edge/assets/toy_checkpoint --episodes 100 --json eval.json    |    "
+                "imagewam-edge eval --checkpoint edge/assets/toy_checkpoint --episodes 100 --report eval.json    |    "
                 "imagewam-edge eval --engines engines/int8 --episodes 100    |    imagewam-edge eval --expert "
                 "--episodes 20", _eval)
     p.add_argument("--checkpoint", help="release directory (exported to ONNX in a temporary directory first, or run "
@@ -29,7 +29,8 @@ def register(sub) -> None:
                    "(deterministic, fast); the control loop is not used")
     p.add_argument("--record", help="record every episode's observations into this directory (the format "
                    "`quantize --calibration` reads)")
-    p.add_argument("--json", dest="json_out", metavar="FILE", help="write the summary with per-episode rows as JSON")
+    p.add_argument("--report", metavar="FILE", help="write the summary with per-episode rows as JSON to FILE")
+    add_json(p)
     p.add_argument("--quiet", action="store_true", help="no per-episode progress on stderr")
     add_torch_device_args(p, "imagewam-edge eval --checkpoint edge/assets/toy_checkpoint --backend torch --episodes 20")
 
@@ -55,7 +56,6 @@ def load_eval_policy(checkpoint=None, engines=None, backend=None, threads: int =
 
 
 def _eval(args) -> int:
-    import json
     import tempfile
     from pathlib import Path
 
@@ -68,7 +68,7 @@ def _eval(args) -> int:
         raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
     if args.record and args.kinematic:
         raise ConfigError("--record needs the control loop; drop --kinematic")
-    progress = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    progress = (lambda s: None) if args.quiet or args.json else (lambda s: print(s, file=sys.stderr, flush=True))
     with tempfile.TemporaryDirectory(prefix="imagewam-eval-") as tmp:
         policy = None
         if not args.expert:
@@ -82,8 +82,5 @@ def _eval(args) -> int:
                                progress=progress)
     label = "expert" if args.expert else (args.engines or args.checkpoint)
     summary["policy"] = label
-    print(format_eval(summary, label))
-    if args.json_out:
-        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_out).write_text(json.dumps(summary, indent=1))
+    output(args, summary, lambda: format_eval(summary, label))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli_util import add_torch_device_args, command, emit_json
+from .cli_util import add_json, add_torch_device_args, command, emit_json, output
 from .errors import ConfigError
 
 
@@ -22,22 +22,22 @@ def register(sub) -> None:
     p.add_argument("--config", help="robot YAML (examples: edge/configs/*.yaml); default: the embedded default")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after this long (default: 20 for the embedded default, until Ctrl-C with --config)")
-    p.add_argument("--summary", help="write the summary as JSON here (steps, chunks, commands_sent, overruns, "
+    p.add_argument("--summary", "--report", dest="summary", metavar="FILE", help="write the summary as JSON here (steps, chunks, commands_sent, overruns, "
                    "latency_ms, camera_to_serial_ms)")
     p.add_argument("--record", help="record observations, instruction, actions sent and timings into this directory "
                    "(the format `quantize --calibration` reads)")
     p.add_argument("--instruction", help="override the config's instruction (must be in the prompt cache)")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    add_json(p)  # the summary
     add_torch_device_args(p, "imagewam-edge run --config robot.yaml", default=None,
                           note=" (for a config with policy.backend: torch or policy.fallback: torch; overrides "
                           "policy.device / policy.compile)")
 
     b = command(sub, "bench", "Measure latency: per stage (warm-up, p50/p90/p99, jitter, peak memory, system facts), "
                 "against the official reference path (--compare reference), or a roofline model (--model-only).",
-                "imagewam-edge bench --engines engines/ --iterations 200 --json bench.json --plot bench.png    |    "
+                "imagewam-edge bench --engines engines/ --iterations 200 --report bench.json --plot bench.png    |    "
                 "imagewam-edge bench --checkpoint demo --compare reference    |    imagewam-edge bench --model-only "
                 "--variant flux2-4b --target orin-agx-64gb --precision int8", _bench)
-    b.add_argument("--engines", help="exported engines directory (onnxruntime / tensorrt)")
+    b.add_argument("--engines", help="engines directory written by `export` (onnxruntime) or `build` (tensorrt)")
     b.add_argument("--checkpoint", help="release directory (torch backend; with --compare reference: the "
                      "checkpoint both paths run, exported to a temporary directory for ours)")
     b.add_argument("--backend", choices=["onnxruntime", "tensorrt", "torch"], default=None,
@@ -47,7 +47,8 @@ def register(sub) -> None:
     b.add_argument("--instruction", default="pick up the red block", help="must be in the prompt cache for --engines")
     b.add_argument("--prompt-cache", help="prompt-embedding cache (.npz); default ENGINES/prompts.npz")
     b.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
-    b.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON (stages, system, ...)")
+    b.add_argument("--report", metavar="FILE", help="write the results as JSON to FILE (stages, system, ...)")
+    add_json(b)
     b.add_argument("--plot", metavar="PNG", help="write a plot of the latency distribution per stage (matplotlib)")
     b.add_argument("--compare", choices=["reference"], help="also time the official way (PyTorch eager, text "
                    "re-encoded every step, 512-token padded text) on the same checkpoint; needs --checkpoint")
@@ -176,16 +177,12 @@ def _torque_line(torque: dict) -> str:
 
 
 def _bench(args) -> int:
-    progress = _progress(args.quiet)
+    progress = _progress(args.quiet or args.json)
     if args.model_only:
         from .roofline import format_table, model_only
 
         result = model_only(args.variant, args.target, args.precision, text_tokens=args.text_tokens)
-        print(format_table(result))
-        if args.json_out:
-            from .bench import write_json
-
-            write_json(result, args.json_out)
+        output(args, result, lambda: format_table(result))
         return 0
     if args.compare and not args.checkpoint:
         raise ConfigError("--compare reference needs --checkpoint DIR (the reference runs it in PyTorch); add --engines "
@@ -194,12 +191,10 @@ def _bench(args) -> int:
         raise ConfigError("bench needs exactly one of --engines DIR or --checkpoint DIR (or --model-only)")
     if args.iterations < 1 or args.warmup < 0:
         raise ConfigError("--iterations must be >= 1 and --warmup >= 0")
-    from .bench import format_bench, run_bench, write_json
+    from .bench import format_bench, run_bench
 
     result = run_bench(args, progress)
-    print(format_bench(result))
-    if args.json_out:
-        write_json(result, args.json_out)
+    output(args, result, lambda: format_bench(result))
     if args.plot:
         from .bench import plot
 

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import ConfigError, MissingDependencyError
-from .strict import FieldError, build
+from .strict import FieldError, StrictConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ INSTALL_HINT = ("pip install 'imagewam-edge[lerobot]' && pip install --no-deps '
 
 
 @dataclass(frozen=True)
-class LeRobotMapping:
+class LeRobotMapping(StrictConfig):
     """Which LeRobot keys hold the state, the action and the cameras (in the policy's camera-slot order)."""
 
     state: str = "observation.state"
@@ -47,10 +47,6 @@ class LeRobotMapping:
         if not all(isinstance(c, str) and c for c in self.cameras):
             raise FieldError(self, "cameras", f"must be a list of LeRobot feature names in camera-slot order, got "
                                               f"{list(self.cameras)!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "mapping") -> "LeRobotMapping":
-        return build(cls, d, source)
 
     @classmethod
     def load(cls, path: str | Path) -> "LeRobotMapping":

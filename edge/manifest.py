@@ -35,7 +35,7 @@ def check_tensorrt_manifest(manifest: dict, trt_version: str, compute_capability
     """Refuse engines built with another TensorRT (major.minor) or for another GPU, or from another checkpoint."""
     if manifest.get("kind") != "tensorrt":
         raise ConfigError(f"{where} holds {manifest.get('kind')} engines, not TensorRT: build them on this device "
-                          f"with `imagewam-edge build --onnx DIR --out DIR`, or use --backend onnxruntime")
+                          f"with `imagewam-edge build --engines DIR --out DIR`, or use --backend onnxruntime")
     built_trt = str(manifest.get("tensorrt", ""))
     if built_trt.split(".")[:2] != str(trt_version).split(".")[:2]:
         raise ConfigError(f"{where} was built with TensorRT {built_trt}; this device has TensorRT {trt_version}. "

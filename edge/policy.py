@@ -12,14 +12,14 @@ from .errors import ConfigError
 from .model_variants import prefix_stage
 from .normalize import Normalizer
 from .sampler import flow_sigmas, initial_noise
-from .strict import build
+from .strict import StrictConfig
 from .transforms import POSTPROCESS, compose_canvas, get_canvas, get_embodiment, to_model_pixels
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PolicySpec:
+class PolicySpec(StrictConfig):
     """What the runtime must know about a model; written as `policy.json` beside exported engines."""
 
     variant: str  # a registered model variant (edge/model_variants.py: "flux2", "ovis-u1")
@@ -48,10 +48,6 @@ class PolicySpec:
         d = asdict(self)
         d["axes_dim"] = list(self.axes_dim)
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "policy spec") -> "PolicySpec":
-        return build(cls, d, where)
 
 
 class ImageWAMPolicy:
@@ -105,4 +101,3 @@ class ImageWAMPolicy:
         traffic = self.backend.traffic.take()
         return {"actions": actions, "actions_normalized": x[0], "timings_ms": timings, "step_ms": step_ms,
                 "transfer_bytes": traffic}
-

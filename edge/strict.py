@@ -48,6 +48,17 @@ class FieldError(ConfigError):
         self.field, self.detail = field, detail
 
 
+class StrictConfig:
+    """Mixin of a config dataclass: `from_dict(d, source, where)` reads it with `build`, `to_dict()` writes it."""
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "", where: str = ""):
+        return build(cls, d, source or cls.__name__, where)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING, choices=None,
             minimum: Optional[float] = None, maximum: Optional[float] = None, example: str = "", path: bool = False,
             number_as_text: bool = False, rest: bool = False) -> Any:

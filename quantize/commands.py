@@ -1,7 +1,7 @@
 """Offline subcommands: `demo-checkpoint`, `prompts`. Heavy imports inside the handlers."""
 from __future__ import annotations
 
-from edge.cli_util import command, emit_json
+from edge.cli_util import add_engines, add_json, command, emit_json
 
 
 def progress_printer(quiet: bool = False):
@@ -46,16 +46,17 @@ def register(sub) -> None:
                 "imagewam-edge prompts add --checkpoint demo --prompt-cache prompts.npz --instruction 'open the drawer'", _prompts_add)
     src = a.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="checkpoint directory (workstation: runs the text encoder with torch)")
-    src.add_argument("--engines", help="engines exported with --text-encoder (device: onnxruntime, no torch)")
+    src.add_argument("--engines", help="engines directory exported with --text-encoder (device: onnxruntime, no "
+                     "torch)")
     a.add_argument("--base", help="FLUX.2 klein base release; default CHECKPOINT/base")
     a.add_argument("--prompt-cache", help="cache file (.npz), created if missing (default with --engines: "
                    "ENGINES/prompts.npz)")
     a.add_argument("--instruction", action="append", default=[], help="repeatable")
     a.add_argument("--file", help="a text file with one instruction per line")
-    a.add_argument("--json", action="store_true")
-    ls = command(ps, "list", "List the cached instructions.", "imagewam-edge prompts list --prompt-cache prompts.npz", _prompts_list)
+    add_json(a)
+    ls = command(ps, "list", "List the cached instructions.", "imagewam-edge prompts list --prompt-cache prompts.npz",
+                 _prompts_list, json=True)
     ls.add_argument("--prompt-cache", required=True)
-    ls.add_argument("--json", action="store_true")
 
 
 def register_export(sub) -> None:
@@ -76,7 +77,7 @@ def register_export(sub) -> None:
     p.add_argument("--text-encoder", action="store_true",
                    help="also export the text encoder (off the control path) so `prompts add --engines` works on the "
                         "device without torch")
-    p.add_argument("--json", action="store_true", help="print one JSON object with the metadata")
+    add_json(p)
 
 
 def register_quantize(sub) -> None:
@@ -86,9 +87,9 @@ def register_quantize(sub) -> None:
                 "time when they do not fit together, and the quantized graph is written one weight at a time (FLUX.2-4B: "
                 "see the README's table). Ends with its wall time, peak RSS and output size. Exit code 3 when the gate "
                 "fails (the result goes to OUT.rejected). INT4 / NVFP4 weights: not offered here (see the README).",
-                "imagewam-edge quantize --onnx engines/fp32 --precision int8 --calibration recordings/day1 --out engines/int8",
-                _quantize)
-    p.add_argument("--onnx", required=True, help="FP32 engines directory written by `export`")
+                "imagewam-edge quantize --engines engines/fp32 --precision int8 --calibration recordings/day1 --out "
+                "engines/int8", _quantize)
+    add_engines(p, "FP32 engines directory written by `export` (ONNX)", required=True)
     p.add_argument("--precision", required=True, choices=["int8", "fp8"],
                    help="int8 for Jetson Orin (sm 8.7 has no FP8); fp8 for Thor / Ada / Hopper")
     p.add_argument("--calibration", help="recording directory (`run --record DIR`; format in the README)")
@@ -111,7 +112,7 @@ def register_quantize(sub) -> None:
                    help="also run N seeded toy-task episodes (edge/task) with the FP32 and the quantized engines "
                         "through the control loop; exit 3 when the quantized success drops > 10 points")
     p.add_argument("--closed-loop-seed", type=int, default=0, help="first episode seed of --closed-loop-episodes")
-    p.add_argument("--json", action="store_true")
+    add_json(p)
 
 
 def _quantize(args) -> int:
@@ -121,14 +122,14 @@ def _quantize(args) -> int:
     from .ptq import quantize_engines
 
     say = progress_printer(quiet=args.json)
-    report = quantize_engines(args.onnx, args.precision, args.out, calibration=args.calibration,
+    report = quantize_engines(args.engines, args.precision, args.out, calibration=args.calibration,
                               synthetic=args.synthetic, holdout=args.holdout, max_observations=args.max_observations,
                               high_precision=args.high_precision, gate=not args.no_gate, include=tuple(args.include),
                               validation=args.validation, method=args.method, progress=say)
     if args.closed_loop_episodes > 0 and report["gate"] != "failed":  # the toy task's closed-loop check (edge/task)
         from .closed_loop import closed_loop_compare, format_closed_loop
 
-        report["closed_loop"] = closed_loop_compare(args.onnx, {args.precision: report["out"]}, args.closed_loop_episodes,
+        report["closed_loop"] = closed_loop_compare(args.engines, {args.precision: report["out"]}, args.closed_loop_episodes,
                                                     args.closed_loop_seed, progress=say)
         print(format_closed_loop(report["closed_loop"]), file=sys.stderr if args.json else sys.stdout, flush=True)
     if args.json:
@@ -148,8 +149,8 @@ def register_device(sub) -> None:
     p = command(sub, "build", "Build TensorRT engines ON the device from an ONNX engines directory: strongly typed "
                 "networks (precision from the Q/DQ graph), profiles from the export metadata, a timing cache, and a "
                 "manifest the runtime checks. Refuses FP8 on Jetson Orin (sm 8.7).",
-                "imagewam-edge build --onnx engines/int8 --out engines/int8-trt", _build)
-    p.add_argument("--onnx", required=True, help="engines directory from export or quantize")
+                "imagewam-edge build --engines engines/int8 --out engines/int8-trt", _build)
+    add_engines(p, "ONNX engines directory from export or quantize", required=True)
     p.add_argument("--out", required=True, help="TensorRT engines directory to create")
     p.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace (default 4 GiB)")
     p.add_argument("--timing-cache", help="timing cache file (default OUT/../timing.cache; reused across builds)")
@@ -161,8 +162,8 @@ def register_device(sub) -> None:
                    help="type of the layers left unquantized on the device: bf16 (default; FP32 islands for norms, "
                    "softmax and sinusoid angles; engine I/O stays float32), fp16 (only where the calibration ranges "
                    "stay under FP16's range: refused naming the layer otherwise), or fp32 (the graphs as they are). "
-                   "Example: imagewam-edge build --onnx engines/int8 --out engines/int8-trt --high-precision bf16")
-    p.add_argument("--json", action="store_true")
+                   "Example: imagewam-edge build --engines engines/int8 --out engines/int8-trt --high-precision bf16")
+    add_json(p)
 
     p = command(sub, "verify", "Compare engines with a reference on the same observations and noise (per component "
                 "and whole control step; normalised and post-processed actions, worst joint error in robot units): "
@@ -172,10 +173,12 @@ def register_device(sub) -> None:
                 "imagewam-edge verify --engines engines/int8-trt --observations recordings/day1    |    "
                 "imagewam-edge verify --engines engines/int8-trt --reference torch --checkpoint release/ --device cuda",
                 _verify)
-    p.add_argument("--engines", required=True, help="TensorRT engines directory from `build` (with --reference torch "
-                   "also an ONNX engines directory from `export` / `quantize`, run on onnxruntime)")
+    p.add_argument("--engines", required=True, help="the engines directory to verify: TensorRT engines from `build` "
+                   "(with --reference torch also an ONNX engines directory from `export` / `quantize`, run on "
+                   "onnxruntime)")
     p.add_argument("--observations", help="recording directory (default: generated observations)")
-    p.add_argument("--onnx", help="the ONNX directory the engines were built from (default: from the manifest)")
+    add_engines(p, "the reference: the ONNX engines directory the engines were built from, run on onnxruntime "
+                "(default: from the manifest)", flag="--reference-engines", dest="reference_engines")
     p.add_argument("--reference", choices=["onnxruntime", "torch"], default="onnxruntime",
                    help="what the engines are compared with: onnxruntime on their ONNX (default), or torch: the "
                    "checkpoint on the torch backend. Example: imagewam-edge verify --engines engines/int8-trt "
@@ -188,13 +191,13 @@ def register_device(sub) -> None:
     p.add_argument("--max-observations", type=int, default=16, metavar="N",
                    help="compare on at most N observations (default 16). Example: imagewam-edge verify --engines "
                    "engines/int8-trt --max-observations 4")
-    p.add_argument("--json", action="store_true")
+    add_json(p)
 
 
 def _build(args) -> int:
     from .build import build_engines
 
-    manifest = build_engines(args.onnx, args.out, workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,
+    manifest = build_engines(args.engines, args.out, workspace_gb=args.workspace_gb, timing_cache=args.timing_cache,
                              fp16=args.fp16, progress=progress_printer(quiet=args.json),
                              high_precision=args.high_precision)
     if args.json:
@@ -213,7 +216,7 @@ def _verify(args) -> int:
 
     if args.max_observations < 1:
         raise ConfigError(f"--max-observations must be >= 1, got {args.max_observations}")
-    report = verify_engines(args.engines, args.observations, args.onnx, max_observations=args.max_observations,
+    report = verify_engines(args.engines, args.observations, args.reference_engines, max_observations=args.max_observations,
                             reference=args.reference, checkpoint=args.checkpoint, device=args.device)
     if args.json:
         emit_json(report)

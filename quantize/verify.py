@@ -34,28 +34,28 @@ def verify_engines(engines: str | Path, observations_dir: str | Path | None = No
     engines = Path(engines)
     if not engines.is_dir():
         raise ConfigError(f"--engines {engines} is not a directory; pass the TensorRT engines directory written by "
-                          "`imagewam-edge build --onnx ONNX_DIR --out DIR` (or, with --reference torch, an ONNX "
+                          "`imagewam-edge build --engines ONNX_DIR --out DIR` (or, with --reference torch, an ONNX "
                           "engines directory from `export` / `quantize`)")
     if reference == "torch":
         if onnx_dir:
-            raise ConfigError("--onnx is the onnxruntime reference; with --reference torch the reference is "
-                              "--checkpoint DIR: drop --onnx")
+            raise ConfigError("--reference-engines is the onnxruntime reference; with --reference torch the reference "
+                              "is --checkpoint DIR: drop --reference-engines")
         return verify_against_torch(engines, checkpoint, observations_dir, max_observations, device, seed)
     if checkpoint or device != "cpu":
         raise ConfigError("--checkpoint and --device are for --reference torch; add `--reference torch`, or drop them "
                           "to compare with onnxruntime on the ONNX the engines were built from")
     manifest = read_json_object(engines / "manifest.json", "--engines must be a TensorRT engines directory written by "
-                                "`imagewam-edge build --onnx ONNX_DIR --out DIR` (build it again if the file was lost)")
+                                "`imagewam-edge build --engines ONNX_DIR --out DIR` (build it again if the file was lost)")
     if manifest.get("kind") not in (None, "tensorrt"):
         raise ConfigError(f"{engines / 'manifest.json'}: kind is {manifest.get('kind')!r}, not 'tensorrt'; verify "
                           f"compares TensorRT engines with their ONNX: build them first with "
-                          f"`imagewam-edge build --onnx {engines} --out DIR`, then verify DIR (or compare these ONNX "
+                          f"`imagewam-edge build --engines {engines} --out DIR`, then verify DIR (or compare these ONNX "
                           f"engines with the checkpoint: --reference torch --checkpoint DIR)")
     onnx_info = manifest.get("onnx") if isinstance(manifest.get("onnx"), dict) else {}
     onnx_dir = Path(onnx_dir or onnx_info.get("dir") or "")
     if not (onnx_dir / "manifest.json").exists():
         raise ConfigError(f"the ONNX engines these were built from are not at {onnx_dir} ({engines / 'manifest.json'} "
-                          "field onnx.dir); pass --onnx DIR")
+                          "field onnx.dir); pass --reference-engines DIR")
     if observations_dir:
         observations = list(iter_observations(observations_dir))[:max_observations]
     else:

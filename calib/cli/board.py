@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from calib.cli.common import DEFAULT_BOARD, SPEC_HELP, board_spec, emit, step_parser
+from calib.cli.common import DEFAULT_BOARD, SPEC_HELP, board_spec, emit
+from edge.cli_util import command
 
 HELP = "write a printable ChArUco board (PNG + PDF at true scale, with a 50 mm check ruler)"
 EXAMPLE = ("imagewam-edge calibrate board --board charuco:9,6,0.035,0.026,DICT_5X5_100 --out board  "
@@ -12,7 +13,7 @@ EXAMPLE = ("imagewam-edge calibrate board --board charuco:9,6,0.035,0.026,DICT_5
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = step_parser(sub, "board", HELP, EXAMPLE, run)
+    p = command(sub, "board", HELP, EXAMPLE, run, json=True)
     p.add_argument("--board", default=DEFAULT_BOARD, help=SPEC_HELP)
     p.add_argument("--out", required=True, help="output path prefix (writes PREFIX.png and PREFIX.pdf)")
     p.add_argument("--dpi", type=int, default=300, help="PNG resolution (default 300)")

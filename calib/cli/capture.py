@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from calib.cli.common import DEFAULT_BOARD, SPEC_HELP, board_spec, emit, step_parser
+from calib.cli.common import DEFAULT_BOARD, SPEC_HELP, board_spec, emit
+from edge.cli_util import command
 
 HELP = "interactive capture of board views and robot poses (live camera + arm, or --sim)"
 EXAMPLE = ("imagewam-edge calibrate capture --camera 123456789012 --pose-cmd './print_T_base_gripper.sh' "
@@ -13,7 +14,7 @@ EXAMPLE = ("imagewam-edge calibrate capture --camera 123456789012 --pose-cmd './
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = step_parser(sub, "capture", HELP, EXAMPLE, run)
+    p = command(sub, "capture", HELP, EXAMPLE, run, json=True)
     p.add_argument("--out", required=True, help="new directory for view_NNN.png, poses.json, session.yaml")
     p.add_argument("--board", default=DEFAULT_BOARD, help=SPEC_HELP)
     p.add_argument("--camera", metavar="SERIAL", help="RealSense serial (live colour stream)")

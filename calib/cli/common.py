@@ -1,32 +1,16 @@
-"""What every `calibrate` step shares: its parser's shape (help, example), the board and output-path defaults, the
-images-folder check, and the one way a step reports (text, or one JSON object with --json)."""
+"""What every `calibrate` step shares: the board and output-path defaults, the images-folder check, and the one way
+a step reports (text, or one JSON object with --json). Parsers: edge.cli_util.command, as every subcommand."""
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
+
+from edge.cli_util import output
 
 DEFAULT_BOARD = "charuco:9,6,0.035,0.026,DICT_5X5_100"
 SPEC_HELP = "ChArUco board: charuco:SQUARES_X,SQUARES_Y,SQUARE_M,MARKER_M,DICT (default: from the session/intrinsics file)"
-JSON_HELP = "print a JSON summary"
-
-
-def step_parser(sub, name: str, help_: str, example: str, run) -> argparse.ArgumentParser:
-    """A `calibrate STEP` parser whose help ends with an example; `run(args) -> int` does the work."""
-    p = sub.add_parser(
-        name, help=help_, description=help_, epilog="example:\n  " + example,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.set_defaults(func=run)
-    return p
-
-
 def emit(args, summary: dict, text: str) -> None:
     """The step's report on stdout: the text, or the summary as JSON with --json."""
-    if getattr(args, "json", False):
-        print(json.dumps(summary, indent=1, default=str))
-    else:
-        print(text)
+    output(args, summary, text)
 
 
 def board_spec(arg: str | None, *fallbacks):

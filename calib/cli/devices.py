@@ -16,7 +16,8 @@ def say(message: str) -> None:
 
 def enter_prompt(attempt: int) -> bool:
     """Wait for the operator: True to capture a view, False to finish."""
-    reply = input("move the board/robot, hold still, press Enter to capture (q + Enter to finish): ")
+    say("move the board/robot, hold still, press Enter to capture (q + Enter to finish): ")  # stdout: the report
+    reply = input()
     return reply.strip().lower() not in ("q", "quit", "exit")
 
 

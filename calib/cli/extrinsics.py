@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from calib.cli.common import SPEC_HELP, emit, fmt_T, step_parser
+from calib.cli.common import SPEC_HELP, emit, fmt_T
+from edge.cli_util import command
 
 HELP = "camera-to-camera extrinsics from simultaneous board views (same file names)"
 EXAMPLE = ("imagewam-edge calibrate extrinsics --images cam_a/ cam_b/ --intrinsics a.yaml b.yaml "
@@ -12,7 +13,7 @@ EXAMPLE = ("imagewam-edge calibrate extrinsics --images cam_a/ cam_b/ --intrinsi
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = step_parser(sub, "extrinsics", HELP, EXAMPLE, run)
+    p = command(sub, "extrinsics", HELP, EXAMPLE, run, json=True)
     p.add_argument("--images", nargs="+", required=True, help="one image directory per camera")
     p.add_argument("--intrinsics", nargs="+", required=True, help="one intrinsics YAML per camera, same order")
     p.add_argument("--board", help=SPEC_HELP)

@@ -7,7 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from calib.cli.common import SPEC_HELP, board_spec, emit, fmt_T, out_path, require_dirs, step_parser
+from calib.cli.common import SPEC_HELP, board_spec, emit, fmt_T, out_path, require_dirs
+from edge.cli_util import command
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ EXAMPLE = ("imagewam-edge calibrate handeye --images views/ --poses views/poses.
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = step_parser(sub, "handeye", HELP, EXAMPLE, run)
+    p = command(sub, "handeye", HELP, EXAMPLE, run, json=True)
     p.add_argument("--images", required=True, help="directory of board images")
     p.add_argument("--poses", help="JSON/YAML list of {image, T_base_gripper 4x4 row-major, metres} "
                    "(default DIR/poses.json)")

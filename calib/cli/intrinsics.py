@@ -7,7 +7,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from calib.cli.common import SPEC_HELP, board_spec, emit, out_path, require_dirs, step_parser
+from calib.cli.common import SPEC_HELP, board_spec, emit, out_path, require_dirs
+from edge.cli_util import command
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ EXAMPLE = ("imagewam-edge calibrate intrinsics --images views/ --board charuco:9
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = step_parser(sub, "intrinsics", HELP, EXAMPLE, run)
+    p = command(sub, "intrinsics", HELP, EXAMPLE, run, json=True)
     p.add_argument("--images", help="directory of board images (one camera, one resolution)")
     p.add_argument("--camera", metavar="SERIAL", help="capture live from this RealSense (saves into --images or DIR "
                    "next to --out) and compare with its factory intrinsics")

@@ -6,7 +6,8 @@ import argparse
 
 from pathlib import Path
 
-from calib.cli.common import SPEC_HELP, emit, require_dirs, step_parser
+from calib.cli.common import SPEC_HELP, emit, require_dirs
+from edge.cli_util import command
 
 EXIT_DOES_NOT_HOLD = 3
 HELP = "check a calibration on new views; exit 3 when it no longer holds"
@@ -16,7 +17,7 @@ EXTRINSICS_MAX_MM, EXTRINSICS_MAX_DEG = 2.0, 0.3  # defaults of --max-mm / --max
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = step_parser(sub, "verify", HELP, EXAMPLE, run)
+    p = command(sub, "verify", HELP, EXAMPLE, run, json=True)
     p.add_argument("--images", nargs="+", required=True, help="new board images (one dir per camera with --extrinsics)")
     p.add_argument("--intrinsics", nargs="+", required=True, help="intrinsics YAML (one per --images dir)")
     p.add_argument("--handeye", help="hand-eye YAML to check too (needs --poses)")

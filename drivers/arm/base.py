@@ -25,7 +25,7 @@ from drivers.arm.mapping import JointMapping
 from drivers.arm.multi import MultiArm  # noqa: F401  (re-exported: every link kind from one module)
 from drivers.arm.safety import EStopLatch, SafetyLimits, beyond_limits, check_finite, clip_command
 from drivers.errors import ArmError, ArmLinkError, ConfigError, OutOfRangeError, ProtocolError, ReplyError
-from edge.strict import build, setting
+from edge.strict import StrictConfig, setting
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ BAUDRATES = (9600, 57600, 115200, 230400, 460800, 500000, 576000, 921600, 100000
 
 
 @dataclass(frozen=True)
-class LinkConfig:
+class LinkConfig(StrictConfig):
     port: str = setting(example="/dev/ttyUSB0")
     ids: tuple = (1,)
     baudrate: int = 1_000_000
@@ -56,10 +56,6 @@ class LinkConfig:
             raise ConfigError(f"{name}.timeout_s must be in (0, 5] seconds, got {self.timeout_s!r}")
         if not (isinstance(self.connect_timeout_s, (int, float)) and 0 <= self.connect_timeout_s <= 60):
             raise ConfigError(f"{name}.connect_timeout_s must be in [0, 60] seconds, got {self.connect_timeout_s!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "", where: str = ""):
-        return build(cls, d, source or cls.__name__, where)
 
 
 def set_low_latency(port: str) -> bool:

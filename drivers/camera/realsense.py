@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from drivers.camera.base import Camera, Extrinsics, Frame, Intrinsics
 from drivers.camera.rs_files import _check_file, _intrinsics, import_rs, recording_streams
 from drivers.errors import CameraError, CameraNotFoundError, ConfigError, RecordingEndedError
-from edge.strict import build, setting
+from edge.strict import StrictConfig, setting
 
 log = logging.getLogger(__name__)
 # re-exported: callers import these from here
@@ -33,7 +33,7 @@ RECORDING_SUFFIXES = (".db3", ".bag")
 
 
 @dataclass(frozen=True)
-class RealSenseConfig:
+class RealSenseConfig(StrictConfig):
     # None: the only connected camera (or the device in playback_file); YAML reads 123456789 as a number: taken as text
     serial: Optional[str] = setting(None, number_as_text=True)
     width: int = 640
@@ -68,12 +68,6 @@ class RealSenseConfig:
             if not str(self.playback_file).endswith(RECORDING_SUFFIXES):
                 raise ConfigError(f"RealSenseConfig.playback_file must end with .db3 or .bag, got {self.playback_file!r}")
 
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "RealSense config", where: str = "") -> "RealSenseConfig":
-        return build(cls, d, source, where)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def list_devices() -> list[dict]:

@@ -8,18 +8,18 @@ frames, and frames change over time.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from drivers.camera.base import Camera, Frame, Intrinsics
 from drivers.errors import ConfigError
-from edge.strict import build
+from edge.strict import StrictConfig
 
 
 @dataclass(frozen=True)
-class SimCameraConfig:
+class SimCameraConfig(StrictConfig):
     width: int = 320
     height: int = 240
     fps: float = 30.0
@@ -40,12 +40,6 @@ class SimCameraConfig:
         if not isinstance(self.seed, int):
             raise ConfigError(f"SimCameraConfig.seed must be an integer, got {self.seed!r}")
 
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "sim camera config", where: str = "") -> "SimCameraConfig":
-        return build(cls, d, source, where)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _scene(config: SimCameraConfig) -> dict:

@@ -88,8 +88,8 @@ def make_bundle(config: str | Path, out: str | Path, engines: str | Path, prompt
     base = config.parent
     emanifest_path = engines / "manifest.json"
     if not emanifest_path.exists():
-        raise ConfigError(f"{engines} has no manifest.json: pass --engines (TensorRT, from build) or --onnx "
-                          "(from export/quantize)")
+        raise ConfigError(f"{engines} has no manifest.json: pass --engines with TensorRT engines (from "
+                          "build) or ONNX engines (from export/quantize)")
     emanifest = json.loads(emanifest_path.read_text())
     if emanifest.get("gate") == "failed":
         raise ConfigError(f"{engines} failed its accuracy gate; re-quantize before bundling")
@@ -98,7 +98,8 @@ def make_bundle(config: str | Path, out: str | Path, engines: str | Path, prompt
     check_precision_supported(precision, tgt.compute_capability)
     if kind == "tensorrt" and tuple(emanifest.get("compute_capability", ())) != tgt.compute_capability:
         raise ConfigError(f"{engines} are TensorRT engines for sm {emanifest.get('compute_capability')}, not the "
-                          f"{target} (sm {tgt.compute_capability}); bundle the ONNX (--onnx) and let flash build them")
+                          f"{target} (sm {tgt.compute_capability}); bundle the ONNX engines (--engines ONNX_DIR) and let "
+                          "flash build them")
     instructions = read_instructions(Path(prompts))
     if raw.get("instruction") and raw["instruction"] not in instructions:
         instructions.insert(0, raw["instruction"])

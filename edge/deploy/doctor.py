@@ -215,7 +215,7 @@ def check_engines(engines: Path | None, cc: tuple[int, int] | None) -> list[Chec
         return [Check("engines", "fail", str(exc), "export/build the engines again, or copy the directory again")]
     detail = f"{engines}: {manifest.get('kind')} {manifest.get('precision')}"
     if manifest.get("kind") != "tensorrt":
-        return [Check("engines", "info", detail, "" if cc is None else f"build TensorRT engines: imagewam-edge build --onnx {engines} --out DIR")]
+        return [Check("engines", "info", detail, "" if cc is None else f"build TensorRT engines: imagewam-edge build --engines {engines} --out DIR")]
     try:
         import tensorrt
 
@@ -226,7 +226,7 @@ def check_engines(engines: Path | None, cc: tuple[int, int] | None) -> list[Chec
         check_tensorrt_manifest(manifest, tensorrt.__version__, cc, where=str(engines))
         return [Check("engines", "ok", detail + f", TensorRT {manifest.get('tensorrt')}, sm {manifest.get('compute_capability')}")]
     except Exception as exc:  # ImportError, ConfigError, RuntimeError: all mean "these engines cannot run here"
-        return [Check("engines", "fail", f"{detail}: {exc}", f"imagewam-edge build --onnx <onnx dir> --out {engines}")]
+        return [Check("engines", "fail", f"{detail}: {exc}", f"imagewam-edge build --engines <onnx dir> --out {engines}")]
 
 
 def run_doctor(engines: str | Path | None = None, root: str | Path = "/") -> dict:

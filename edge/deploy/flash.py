@@ -149,7 +149,7 @@ def plan(bundle_dir: Path, root: Path, user: str | None, exe: list[str], no_syst
     if deploy.get("build_tensorrt"):
         where = release if installed else partial
         trt_dir = where / "engines-trt"
-        cmd = [*exe, "build", "--onnx", str(where / "engines"), "--out", str(trt_dir),
+        cmd = [*exe, "build", "--engines", str(where / "engines"), "--out", str(trt_dir),
                "--timing-cache", str(root / "var/cache/imagewam/timing.cache")]
         if installed and (trt_dir / "manifest.json").exists():
             steps.append(Step(f"TensorRT engines already built in {trt_dir}", "build"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from drivers.camera.base import Camera, Frame
 
 from ..errors import ConfigError
-from ..strict import build
+from ..strict import StrictConfig
 from .environment import Environment
 from .world import TASK, Episode, SuccessTracker, TaskConfig, end_effector, goal_of, make_episode, render
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TaskCameraConfig:
+class TaskCameraConfig(StrictConfig):
     width: int = 64
     height: int = 64
     fps: float = 30.0
@@ -44,12 +44,6 @@ class TaskCameraConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"task camera: seed must be an integer, got {self.seed!r}")
 
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "task camera config", where: str = "") -> "TaskCameraConfig":
-        return build(cls, d, source, where)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class TaskCamera(Camera, Environment):

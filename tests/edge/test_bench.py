@@ -8,7 +8,7 @@ from edge.cli import main
 
 def test_bench_engines_json_and_plot(sim_engines, tmp_path, capsys):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
-    rc = main(["bench", "--engines", str(sim_engines), "--iterations", "12", "--warmup", "2", "--json", str(out),
+    rc = main(["bench", "--engines", str(sim_engines), "--iterations", "12", "--warmup", "2", "--report", str(out),
                "--plot", str(png), "--quiet"])
     assert rc == 0
     r = json.loads(out.read_text())
@@ -38,7 +38,7 @@ def test_bench_compare_reference(sim_engines, tmp_path, capsys):
     checkpoint = sim_engines.parent / "checkpoint"
     out = tmp_path / "cmp.json"
     rc = main(["bench", "--checkpoint", str(checkpoint), "--engines", str(sim_engines), "--compare", "reference",
-               "--iterations", "4", "--warmup", "1", "--json", str(out), "--quiet"])
+               "--iterations", "4", "--warmup", "1", "--report", str(out), "--quiet"])
     assert rc == 0
     c = json.loads(out.read_text())["compare"]
     assert c["reference"]["p50"] > 0 and c["ours"]["p50"] > 0
@@ -77,7 +77,7 @@ def test_bench_reports_host_device_bytes_of_a_device_backend(demo_checkpoint, tm
     monkeypatch.setattr(bench, "load_bench_policy", as_device)
     out = tmp_path / "bench.json"
     assert main(["bench", "--checkpoint", str(demo_checkpoint), "--iterations", "3", "--warmup", "1",
-                 "--json", str(out), "--quiet"]) == 0
+                 "--report", str(out), "--quiet"]) == 0
     r = json.loads(out.read_text())
     t = r["transfer_bytes_per_step"]
     horizon, dim = r["spec"]["horizon"], r["spec"]["action_dim"]

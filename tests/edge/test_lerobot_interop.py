@@ -105,7 +105,7 @@ def test_run_record_export_video_cli_load_and_calibrate(lr, tmp_path):
     run = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--seconds", "3", "--record", str(rec)], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
-    from edge.recording_cli import recording_export
+    from edge.commands_recording import recording_export
     import argparse
 
     args = argparse.Namespace(recording=str(rec), out=str(out), repo_id="lab/day1", fps=None, mapping=None,

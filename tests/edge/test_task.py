@@ -135,7 +135,7 @@ def test_eval_cli_expert_kinematic_json(tmp_path, capsys):
     from edge.cli import main
 
     out = tmp_path / "eval.json"
-    assert main(["eval", "--expert", "--kinematic", "--episodes", "20", "--seed", "100", "--json", str(out)]) == 0
+    assert main(["eval", "--expert", "--kinematic", "--episodes", "20", "--seed", "100", "--report", str(out)]) == 0
     assert "success 20/20" in capsys.readouterr().out
     data = json.loads(out.read_text())
     assert data["success_rate"] == 1.0 and [r["seed"] for r in data["results"]] == list(range(100, 120))

@@ -41,7 +41,7 @@ def test_closed_loop_compare_of_identical_engines_agrees(sim_engines):
 def test_quantize_cli_with_the_closed_loop_check(sim_engines, tmp_path, capsys):
     from edge.cli import main
 
-    rc = main(["quantize", "--onnx", str(sim_engines), "--precision", "int8", "--synthetic", "12", "--out",
+    rc = main(["quantize", "--engines", str(sim_engines), "--precision", "int8", "--synthetic", "12", "--out",
                str(tmp_path / "int8"), "--closed-loop-episodes", "3"])
     out = capsys.readouterr().out
     assert "closed-loop gate (closed-loop, 3 episodes from seed 0" in out

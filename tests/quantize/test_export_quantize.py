@@ -148,7 +148,7 @@ def test_gate_fails_on_broken_calibration(demo_engines, tmp_path):
 
 
 def test_quantize_without_calibration_is_refused(demo_engines, tmp_path, capsys):
-    assert main(["quantize", "--onnx", str(demo_engines), "--precision", "int8", "--out", str(tmp_path / "q")]) == 1
+    assert main(["quantize", "--engines", str(demo_engines), "--precision", "int8", "--out", str(tmp_path / "q")]) == 1
     assert "--calibration DIR" in capsys.readouterr().err
 
 

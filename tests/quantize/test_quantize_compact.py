@@ -213,7 +213,7 @@ def test_fp32_engines_one_component_at_a_time_give_the_same_actions(demo_engines
 @pytest.mark.parametrize("precision", ["int8", "fp8"])
 def test_quantize_command_reports_its_resources_and_stores_8_bit_weights(demo_engines, tmp_path, precision, capsys):
     out = tmp_path / precision
-    code = main(["quantize", "--onnx", str(demo_engines), "--precision", precision, "--synthetic", "8",
+    code = main(["quantize", "--engines", str(demo_engines), "--precision", precision, "--synthetic", "8",
                  "--out", str(out), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["gate"] == "passed" and report["method"] == "streamed"
@@ -228,7 +228,7 @@ def test_quantize_command_reports_its_resources_and_stores_8_bit_weights(demo_en
 
 
 def test_streamed_method_refuses_fp16_high_precision(demo_engines, tmp_path, capsys):
-    assert main(["quantize", "--onnx", str(demo_engines), "--precision", "int8", "--synthetic", "8",
+    assert main(["quantize", "--engines", str(demo_engines), "--precision", "int8", "--synthetic", "8",
                  "--high-precision", "fp16", "--out", str(tmp_path / "q")]) == 1
     assert "--method modelopt" in capsys.readouterr().err
 
@@ -241,7 +241,7 @@ def test_modelopt_output_goes_to_a_log_beside_the_output(demo_engines, tmp_path)
     import sys
 
     out = tmp_path / "int8"
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "quantize", "--onnx", str(demo_engines), "--precision",
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "quantize", "--engines", str(demo_engines), "--precision",
                            "int8", "--synthetic", "6", "--method", "modelopt", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

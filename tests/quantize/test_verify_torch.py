@@ -46,7 +46,8 @@ def test_verify_fails_against_another_checkpoint(demo_engines, tmp_path, capsys)
     (["--reference", "torch"], "--reference torch needs --checkpoint DIR"),
     (["--checkpoint", "x"], "are for --reference torch"),
     (["--device", "cuda"], "are for --reference torch"),
-    (["--reference", "torch", "--checkpoint", "x", "--onnx", "y"], "drop --onnx"),
+    (["--reference", "torch", "--checkpoint", "x", "--reference-engines", "y"], "drop --reference-engines"),
+    (["--reference", "torch", "--checkpoint", "x", "--onnx", "y"], "drop --reference-engines"),  # the old name
     (["--max-observations", "0"], "--max-observations must be >= 1"),
 ])
 def test_verify_argument_errors(demo_engines, capsys, args, message):
