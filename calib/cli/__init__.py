@@ -1,8 +1,8 @@
 """`imagewam-edge calibrate ...`: board, intrinsics, handeye, extrinsics, verify, capture.
 
-One module per step, each with its parser (`add_parser`) apart from its work (`run(args) -> int`); every step's
-parser comes from edge.cli_util.command with `--json` (one JSON object on stdout instead of the text report), so it
-means the same here as on every other subcommand.
+One module per step: HELP, EXAMPLE, its flags (`add_arguments(p)`) apart from its work (`run(args) -> int`). Every
+step's parser is made here by edge.cli_util.command with `--json` (one JSON object on stdout instead of the text
+report), so it means the same here as on every other subcommand.
 Shared helpers: calib.cli.common; the hardware (RealSense, operator prompt, arm): calib.cli.devices.
 
 Imports nothing heavy at module level: OpenCV, matplotlib and drivers are imported inside the steps' `run`.
@@ -11,7 +11,7 @@ Exit codes: 0 ok, 1 error (message says what to do), 3 `verify`: the calibration
 from __future__ import annotations
 
 from calib.cli import board, capture, extrinsics, handeye, intrinsics, verify
-from edge.cli_util import group
+from edge.cli_util import command, group
 
 STEPS = (board, intrinsics, handeye, extrinsics, verify, capture)  # in the help's order
 
@@ -29,5 +29,6 @@ def register(sub) -> None:
         dest="calibrate_command", metavar="STEP",
         description="Calibrate cameras with a ChArUco board. Typical order: board -> capture -> intrinsics -> "
                     "handeye -> verify (later, on new views).")
-    for step in STEPS:  # each step's parser: edge.cli_util.command(..., json=True), --json the same everywhere
-        step.add_parser(csub)
+    for step in STEPS:  # the module's name is the step's; --json the same as on every subcommand
+        name = step.__name__.rsplit(".", 1)[1]
+        step.add_arguments(command(csub, name, step.HELP, step.EXAMPLE, step.run, json=True))

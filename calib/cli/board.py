@@ -5,21 +5,18 @@ from __future__ import annotations
 import argparse
 
 from calib.cli.common import DEFAULT_BOARD, SPEC_HELP, board_spec, emit
-from edge.cli_util import command
 
 HELP = "write a printable ChArUco board (PNG + PDF at true scale, with a 50 mm check ruler)"
 EXAMPLE = ("imagewam-edge calibrate board --board charuco:9,6,0.035,0.026,DICT_5X5_100 --out board  "
            "# board.png, board.pdf")
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = command(sub, "board", HELP, EXAMPLE, run, json=True)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--board", default=DEFAULT_BOARD, help=SPEC_HELP)
     p.add_argument("--out", required=True, help="output path prefix (writes PREFIX.png and PREFIX.pdf)")
     p.add_argument("--dpi", type=int, default=300, help="PNG resolution (default 300)")
     p.add_argument("--self-check", action="store_true",
                    help="also calibrate synthetic views of this board through a known camera and report the errors")
-    return p
 
 
 def run(args) -> int:

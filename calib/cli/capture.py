@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from calib.cli.common import DEFAULT_BOARD, SPEC_HELP, board_spec, emit
-from edge.cli_util import command
 
 HELP = "interactive capture of board views and robot poses (live camera + arm, or --sim)"
 EXAMPLE = ("imagewam-edge calibrate capture --camera 123456789012 --pose-cmd './print_T_base_gripper.sh' "
@@ -13,8 +12,7 @@ EXAMPLE = ("imagewam-edge calibrate capture --camera 123456789012 --pose-cmd './
            "  imagewam-edge calibrate capture --sim --mode eye-to-hand --out /tmp/sim_views  # no hardware")
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = command(sub, "capture", HELP, EXAMPLE, run, json=True)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="new directory for view_NNN.png, poses.json, session.yaml")
     p.add_argument("--board", default=DEFAULT_BOARD, help=SPEC_HELP)
     p.add_argument("--camera", metavar="SERIAL", help="RealSense serial (live colour stream)")
@@ -29,7 +27,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--pose-cmd", help="command printing T_base_gripper (16 numbers, or x y z rx ry rz)")
     p.add_argument("--arm", help="arm config YAML for drivers.arm (arms that report their gripper pose)")
     p.add_argument("--n-views", type=int, default=20, help="stop after this many saved views (default 20)")
-    return p
 
 
 def run(args) -> int:

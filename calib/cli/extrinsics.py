@@ -5,21 +5,18 @@ from __future__ import annotations
 import argparse
 
 from calib.cli.common import SPEC_HELP, emit, fmt_T
-from edge.cli_util import command
 
 HELP = "camera-to-camera extrinsics from simultaneous board views (same file names)"
 EXAMPLE = ("imagewam-edge calibrate extrinsics --images cam_a/ cam_b/ --intrinsics a.yaml b.yaml "
            "--board charuco:9,6,0.035,0.026,DICT_5X5_100 --out extrinsics.yaml")
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = command(sub, "extrinsics", HELP, EXAMPLE, run, json=True)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", nargs="+", required=True, help="one image directory per camera")
     p.add_argument("--intrinsics", nargs="+", required=True, help="one intrinsics YAML per camera, same order")
     p.add_argument("--board", help=SPEC_HELP)
     p.add_argument("--reference", help="serial of the reference camera (default: the first)")
     p.add_argument("--out", required=True, help="output YAML")
-    return p
 
 
 def run(args) -> int:

@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 from calib.cli.common import SPEC_HELP, board_spec, emit, fmt_T, out_path, require_dirs
-from edge.cli_util import command
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +16,7 @@ EXAMPLE = ("imagewam-edge calibrate handeye --images views/ --poses views/poses.
            "--board charuco:9,6,0.035,0.026,DICT_5X5_100 --mode eye-in-hand --out handeye.yaml")
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = command(sub, "handeye", HELP, EXAMPLE, run, json=True)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", required=True, help="directory of board images")
     p.add_argument("--poses", help="JSON/YAML list of {image, T_base_gripper 4x4 row-major, metres} "
                    "(default DIR/poses.json)")
@@ -28,7 +26,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="eye-in-hand: camera on the gripper, board fixed; eye-to-hand: camera fixed, board on the gripper")
     p.add_argument("--out", help="output YAML (default: $IMAGEWAM_CALIB_DIR/<serial>/handeye.yaml)")
     p.add_argument("--keep-outliers", action="store_true", help="do not drop outlier views")
-    return p
 
 
 def run(args) -> int:

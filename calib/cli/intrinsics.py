@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 from calib.cli.common import SPEC_HELP, board_spec, emit, out_path, require_dirs
-from edge.cli_util import command
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +16,7 @@ EXAMPLE = ("imagewam-edge calibrate intrinsics --images views/ --board charuco:9
            "--serial 123456789012 --out intrinsics.yaml")
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = command(sub, "intrinsics", HELP, EXAMPLE, run, json=True)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", help="directory of board images (one camera, one resolution)")
     p.add_argument("--camera", metavar="SERIAL", help="capture live from this RealSense (saves into --images or DIR "
                    "next to --out) and compare with its factory intrinsics")
@@ -31,7 +29,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--n-views", type=int, default=20, help="--camera: views to capture (default 20)")
     p.add_argument("--width", type=int, default=640, help="--camera: stream width")
     p.add_argument("--height", type=int, default=480, help="--camera: stream height")
-    return p
 
 
 def run(args) -> int:

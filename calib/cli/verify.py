@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 
 from calib.cli.common import SPEC_HELP, emit, require_dirs
-from edge.cli_util import command
 
 EXIT_DOES_NOT_HOLD = 3
 HELP = "check a calibration on new views; exit 3 when it no longer holds"
@@ -16,8 +15,7 @@ EXAMPLE = ("imagewam-edge calibrate verify --images new_views/ --intrinsics intr
 EXTRINSICS_MAX_MM, EXTRINSICS_MAX_DEG = 2.0, 0.3  # defaults of --max-mm / --max-deg for --extrinsics
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = command(sub, "verify", HELP, EXAMPLE, run, json=True)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", nargs="+", required=True, help="new board images (one dir per camera with --extrinsics)")
     p.add_argument("--intrinsics", nargs="+", required=True, help="intrinsics YAML (one per --images dir)")
     p.add_argument("--handeye", help="hand-eye YAML to check too (needs --poses)")
@@ -31,7 +29,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "(default max(2, 3x the calibration's rms))")
     p.add_argument("--max-deg", type=float, help="max median hand-eye / extrinsics residual, deg "
                    "(default max(0.3, 3x the calibration's rms))")
-    return p
 
 
 def run(args) -> int:
