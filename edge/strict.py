@@ -113,7 +113,7 @@ def build(cls, data: Any, source: str, where: str = "", base: Optional[Path] = N
                 if f.name in data and optional:
                     kwargs[f.name] = None
                     continue
-                raise reader.missing(f.name, rules["example"])
+                raise reader.missing(f.name, rules["example"], cls)
             if f.name in data and optional:  # an explicit null on an optional field: None, not the default
                 kwargs[f.name] = None
             continue  # the dataclass's default
@@ -157,11 +157,13 @@ def _type_name(tp) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (tuple, list) or tp in (tuple, list):
         inner = [a for a in args if a is not Ellipsis]
+        if inner and dataclasses.is_dataclass(inner[0]):
+            return f"a list of mappings ({inner[0].__name__} fields)"
         return "a list" + (f" of {_type_name(inner[0])}" if inner else "")
     if origin is dict or tp is dict:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
-        return "a mapping"
+        return f"a mapping ({tp.__name__} fields)"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -175,8 +177,14 @@ class _Reader:
     def err(self, key: str, msg: str) -> ConfigError:
         return ConfigError(f"{self.source}: field `{self.name(key)}` {msg}")
 
-    def missing(self, key: str, example: str) -> ConfigError:
-        return self.err(key, "is missing" + (f"; e.g. `{self.name(key)}: {example}`" if example else ""))
+    def missing(self, key: str, example: str, cls) -> ConfigError:
+        fields = [f for f in dataclasses.fields(cls) if f.init and not _rules(f)["rest"]]
+        need = [f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        optional = [f.name for f in fields if f.name not in need]
+        section = f"`{self.where}`" if self.where else "the top level"
+        return self.err(key, "is missing" + (f"; e.g. `{self.name(key)}: {example}`" if example else "")
+                        + f"; {section} needs {', '.join(need)}" + (f" (optional: {', '.join(optional)})"
+                                                                      if optional else ""))
 
     def unknown(self, keys: list, known: list) -> ConfigError:
         parts = []
@@ -254,7 +262,7 @@ class _Reader:
             if not isinstance(v, (list, tuple)):
                 raise _Mismatch
             inner = [a for a in args if a is not Ellipsis]
-            items = [self.convert(key, x, inner[0], _NO_RULES) for x in v] if inner else list(v)
+            items = [self.convert(f"{key}[{i}]", x, inner[0], _NO_RULES) for i, x in enumerate(v)] if inner else list(v)
             return tuple(items) if (tp is tuple or origin is tuple) else items
         if isinstance(tp, type):
             if not isinstance(v, tp):

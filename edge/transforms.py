@@ -9,17 +9,22 @@ from typing import Callable, Optional
 import numpy as np
 
 from .errors import ConfigError, PolicyOutputError
+from .strict import FieldError, build, setting
 
 
 @dataclass(frozen=True)
 class CameraSlot:
     name: str
-    x: int  # top-left corner in the canvas, pixels
-    y: int
-    width: int
-    height: int
+    x: int = setting(minimum=0)  # top-left corner in the canvas, pixels
+    y: int = setting(minimum=0)
+    width: int = setting(minimum=1)
+    height: int = setting(minimum=1)
     rotate180: bool = False
     fit: str = "crop"  # "crop": scale to cover then center-crop (LIBERO); "stretch": plain resize (RoboTwin)
+
+    def __post_init__(self):
+        if self.fit not in ("crop", "stretch"):
+            raise FieldError(self, "fit", f"{self.fit!r} must be crop or stretch")
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,14 @@ CANVASES = {
 }
 
 
-SLOT_FIELDS = ("name", "x", "y", "width", "height", "rotate180", "fit")
+@dataclass(frozen=True)
+class _CanvasLayout:
+    """A custom canvas as written (train_config.yaml `edge.canvas`, policy.json `canvas`)."""
+
+    height: int = setting(example="224")
+    width: int = setting(example="448")
+    slots: tuple[CameraSlot, ...] = setting(example="[{name: front, x: 0, y: 0, width: 224, height: 224}]")
+    name: str = "custom"
 
 
 def canvas_from_dict(d: dict, where: str = "canvas") -> CanvasPreset:
@@ -63,31 +75,13 @@ def canvas_from_dict(d: dict, where: str = "canvas") -> CanvasPreset:
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: a canvas is a preset name ({sorted(CANVASES)}) or a mapping with height, "
                           f"width and slots, got {type(d).__name__}")
-    unknown = sorted(set(d) - {"name", "height", "width", "slots"})
-    if unknown or not {"height", "width", "slots"} <= set(d):
-        raise ConfigError(f"{where}: a custom canvas has `height`, `width` and `slots` (optional `name`); "
-                          f"unknown {unknown}, missing {sorted({'height', 'width', 'slots'} - set(d))}")
-    slots = d["slots"]
-    if not isinstance(slots, (list, tuple)) or not slots:
+    layout = build(_CanvasLayout, d, where)
+    made = list(layout.slots)
+    if not made:
         raise ConfigError(f"{where}: `slots` must be a non-empty list of camera slots")
-    made = []
-    for i, s in enumerate(slots):
-        at = f"{where}: `slots[{i}]`"
-        if not isinstance(s, dict) or set(s) - set(SLOT_FIELDS) or not {"name", "x", "y", "width", "height"} <= set(s):
-            raise ConfigError(f"{at} needs name, x, y, width, height (optional rotate180, fit), got {s!r:.120}")
-        try:
-            slot = CameraSlot(str(s["name"]), int(s["x"]), int(s["y"]), int(s["width"]), int(s["height"]),
-                              bool(s.get("rotate180", False)), str(s.get("fit", "crop")))
-        except (TypeError, ValueError):
-            raise ConfigError(f"{at}: x, y, width and height must be integers, got {s!r:.120}") from None
-        if slot.fit not in ("crop", "stretch"):
-            raise ConfigError(f"{at}: fit {slot.fit!r} must be crop or stretch")
-        if slot.width < 1 or slot.height < 1 or slot.x < 0 or slot.y < 0:
-            raise ConfigError(f"{at}: x, y >= 0 and width, height >= 1, got {slot}")
-        made.append(slot)
     try:
-        canvas = CanvasPreset(str(d.get("name", "custom")), int(d["height"]), int(d["width"]), tuple(made))
-    except (TypeError, ValueError) as exc:
+        canvas = CanvasPreset(layout.name, layout.height, layout.width, layout.slots)
+    except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     names = [s.name for s in made]
     if len(set(names)) != len(names):

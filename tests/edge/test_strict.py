@@ -58,7 +58,7 @@ def test_unknown_key_names_the_file_the_section_a_close_name_and_the_known_ones(
     ({"name": "a", "inner": {"gain": -1}}, "field `inner.gain` must be >= 0.0"),
     ({"name": "a", "inner": {"gain": float("nan")}}, "field `inner.gain` must be finite"),
     ({"name": "a", "inner": {"mode": "medium"}}, "field `inner.mode` must be one of ['fast', 'slow']"),
-    ({"name": "a", "inner": 3}, "field `inner` must be a mapping, got 3"),
+    ({"name": "a", "inner": 3}, "field `inner` must be a mapping (Inner fields), got 3"),
     ({"name": "a", "ids": [1, 1]}, "robot.yaml: field `ids` must be distinct, got [1, 1]"),
     ([1, 2], "robot.yaml: it must be a mapping"),
 ])
