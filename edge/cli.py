@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 # (module, function) pairs that add subcommands; each parser sets `func(args) -> int` (the exit code).
@@ -45,31 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cli_util import run_command, setup_logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # typed package errors carry the fix in their message
-        if isinstance(exc, _user_errors()) and not args.verbose:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        raise
-
-
-def _user_errors() -> tuple[type, ...]:
-    """Every error a package raises on purpose derives from the one root (drivers and calib too): printed without
-    a traceback, the message carries the fix."""
-    from .errors import ImageWAMEdgeError
-
-    return (ImageWAMEdgeError,)
+    return run_command(args.func, args, args.verbose)
 
 
 if __name__ == "__main__":

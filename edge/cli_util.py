@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import re
 import sys
@@ -31,6 +32,30 @@ def command(sub, name: str, help: str, example: str | list[str], func=None, *, j
     if json:
         add_json(parser)
     return parser
+
+
+def setup_logging(verbose: int = 0) -> None:
+    """Logging on stderr: WARNING, INFO with -v, DEBUG with -vv (stdout stays the command's report)."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def run_command(func, args, verbose: int = 0) -> int:
+    """Run a handler by the exit-code convention (docs/cli.md): what it returns (0 ok, 3 a check failed); 1 and one
+    `error: ...` line on stderr for an error the package raised on purpose (every one derives from the one root,
+    drivers and calib too; its message carries the fix; the traceback with -v); 130 on Ctrl-C."""
+    from .errors import ImageWAMEdgeError
+
+    try:
+        return int(func(args) or 0)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except ImageWAMEdgeError as exc:
+        if verbose:
+            raise
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
 
 
 def group(sub, name: str, help: str, examples: str | list[str], *, dest: str, description: str | None = None,

@@ -3,7 +3,6 @@ there). The arguments are the `serve` subcommand's server arguments."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from .server import ServeConfig
@@ -48,23 +47,23 @@ def server_argv(args) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import ImageWAMEdgeError
+    from ..cli_util import run_command, setup_logging
 
     p = argparse.ArgumentParser(prog="python -m edge.serve.main", description=__doc__)
     add_server_args(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging()
+    return run_command(_serve, args)
+
+
+def _serve(args) -> int:
     from .server import serve
 
     def progress(msg: str) -> None:
         sys.stderr.write(f"[serve] {msg}\n")
         sys.stderr.flush()
 
-    try:
-        summary = serve(config_from_args(args), progress)
-    except ImageWAMEdgeError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
+    summary = serve(config_from_args(args), progress)
     progress(f"stopped: {summary['served']} control step(s) served")
     return 0
 
