@@ -86,3 +86,15 @@ def test_bench_model_only_json_is_one_object():
                         "--target", "orin-agx-64gb", "--precision", "int8", "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert isinstance(json.loads(r.stdout), dict)
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["calibrate", "board", "--out", "{tmp}/board"],
+                                     ["calibrate", "capture", "--sim", "--n-views", "6", "--out", "{tmp}/views"]],
+                         ids=["doctor", "calibrate board", "calibrate capture --sim"])
+def test_json_prints_one_object_and_no_progress(command, tmp_path):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in command]
+    r = subprocess.run([sys.executable, "-m", "edge.cli", *argv, "--json"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode in (0, 1), r.stderr  # doctor: 1 when this machine is no Jetson
+    assert isinstance(json.loads(r.stdout), dict) and r.stdout.count("\n") == 1, r.stdout[:500]
+    assert r.stderr == "", r.stderr[:500]

@@ -42,8 +42,9 @@ def run(args) -> int:
             frames, poses, wait = rig, (None if source == "none" else rig), rig.advance
         else:
             frames, poses, wait = open_live(args, source or "prompt", closers)
+        quiet = args.json and args.sim  # --json: no progress; a live capture still talks to its operator
         res = run_capture(frames, poses, args.out, spec, wait_for_operator=wait, n_views=args.n_views,
-                          serial=args.camera, say=say)
+                          serial=args.camera, say=(lambda m: None) if quiet else say)
     finally:
         for close in reversed(closers):
             close()
