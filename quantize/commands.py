@@ -1,7 +1,7 @@
 """Offline subcommands: `demo-checkpoint`, `prompts`. Heavy imports inside the handlers."""
 from __future__ import annotations
 
-from edge.cli_util import add_engines, add_json, command, emit_json
+from edge.cli_util import add_engines, add_json, command, emit_json, group
 
 
 def progress_printer(quiet: bool = False):
@@ -38,10 +38,9 @@ def register(sub) -> None:
                    help="real-size demos: write the Qwen3 text encoder / Ovis LLM in its real configuration (36 layers: "
                         "8 / 16 GB; Qwen3-1.7B: 28 layers, 4 GB) instead of the 4-layer stand-in at the real width")
 
-    p = command(sub, "prompts", "Manage the prompt-embedding cache: run the text encoder once per instruction so the "
-                "control loop never does.", "imagewam-edge prompts add --checkpoint demo --prompt-cache prompts.npz "
-                "--instruction 'pick up the red block'", _prompts_help)
-    ps = p.add_subparsers(dest="prompts_command", metavar="ACTION")
+    _, ps = group(sub, "prompts", "Manage the prompt-embedding cache: run the text encoder once per instruction so "
+                  "the control loop never does.", "imagewam-edge prompts add --checkpoint demo --prompt-cache "
+                  "prompts.npz --instruction 'pick up the red block'", dest="prompts_command", metavar="ACTION")
     a = command(ps, "add", "Encode instructions and store them in the cache.",
                 "imagewam-edge prompts add --checkpoint demo --prompt-cache prompts.npz --instruction 'open the drawer'", _prompts_add)
     src = a.add_mutually_exclusive_group(required=True)
@@ -260,11 +259,6 @@ def _demo(args) -> int:
     print(f"try: imagewam-edge infer --checkpoint {out} {images} --instruction 'pick up the red block' "
           f"--state {','.join(['0'] * 8)}")
     return 0
-
-
-def _prompts_help(args) -> int:
-    print("usage: imagewam-edge prompts {add,list} ... (see --help)")
-    return 2
 
 
 def _prompt_encoder(args):
