@@ -72,6 +72,12 @@ def add_json(parser) -> None:
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
+def add_config(parser, *, required: bool = False, note: str = "") -> None:
+    """--config FILE: the run config (one robot YAML), the same flag wherever one is read."""
+    parser.add_argument("--config", required=required, metavar="FILE",
+                        help="run config: one robot YAML (examples: edge/configs/*.yaml)" + note)
+
+
 class _Deprecated(argparse.Action):
     """A renamed flag: still works (stores into the new flag's dest) and says the new name on stderr."""
 

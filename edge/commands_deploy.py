@@ -1,7 +1,7 @@
 """Subcommands for deployment: `bundle` (workstation), `flash` and `doctor` (device)."""
 from __future__ import annotations
 
-from .cli_util import add_engines, add_json, command, emit_json
+from .cli_util import add_config, add_engines, add_json, command, emit_json
 from .errors import ConfigError
 
 
@@ -12,7 +12,7 @@ def register(sub) -> None:
                 "--prompts instructions.txt --out robot-int8.tar.gz", _bundle)
     add_engines(p, "engines directory: ONNX engines (from export / quantize: flash builds TensorRT engines on the "
                 "device) or TensorRT engines built for the target", required=True)
-    p.add_argument("--config", required=True, help="run config (YAML; see edge/configs/)")
+    add_config(p, required=True)
     p.add_argument("--calibration", help="directory holding the calibration files the config references")
     p.add_argument("--prompts", required=True, help="text file: the instructions the robot will get, one per line")
     p.add_argument("--prompt-cache", help="prompt cache with those instructions (default: the engines' prompts.npz)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli_util import add_json, add_torch_device_args, command, emit_json, output
+from .cli_util import add_config, add_json, add_torch_device_args, command, emit_json, output
 from .errors import ConfigError
 
 
@@ -19,7 +19,7 @@ def register(sub) -> None:
                 "last seconds of states and commands dumped to fault.dump_dir.",
                 "imagewam-edge run --seconds 20 --summary run.json    |    imagewam-edge run --config edge/configs/"
                 "libero_dynamixel_2rs.yaml --record rec/", _run)
-    p.add_argument("--config", help="robot YAML (examples: edge/configs/*.yaml); default: the embedded default")
+    add_config(p, note="; default: the embedded default")
     p.add_argument("--seconds", type=float, default=None,
                    help="stop after this long (default: 20 for the embedded default, until Ctrl-C with --config)")
     p.add_argument("--summary", "--report", dest="summary", metavar="FILE", help="write the summary as JSON here (steps, chunks, commands_sent, overruns, "

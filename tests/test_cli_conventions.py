@@ -98,3 +98,10 @@ def test_json_prints_one_object_and_no_progress(command, tmp_path):
     assert r.returncode in (0, 1), r.stderr  # doctor: 1 when this machine is no Jetson
     assert isinstance(json.loads(r.stdout), dict) and r.stdout.count("\n") == 1, r.stdout[:500]
     assert r.stderr == "", r.stderr[:500]
+
+
+def test_config_is_the_same_flag_everywhere():
+    helps = {" ".join(p): visible_options(parser)["--config"].help for p, parser in ALL
+             if "--config" in visible_options(parser)}
+    assert {"run", "bundle"} <= set(helps)
+    assert all(h.startswith("run config: one robot YAML") for h in helps.values()), helps
