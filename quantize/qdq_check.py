@@ -21,10 +21,18 @@ def modelopt_small_convs(model, precision: str) -> set[str]:
     writer follows the same rule so both give the same layer set."""
     if not any(n.op_type == "Conv" for n in model.graph.node):
         return set()
+    import logging
+
     import onnx_graphsurgeon as gs
     from modelopt.onnx.quantization.graph_utils import find_nodes_from_convs_to_exclude
 
-    return set(find_nodes_from_convs_to_exclude(gs.import_onnx(model), quantize_mode=precision))
+    quiet = logging.getLogger("modelopt.onnx")  # its INFO lines go to STDOUT: `quantize --json` prints only JSON there
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        return set(find_nodes_from_convs_to_exclude(gs.import_onnx(model), quantize_mode=precision))
+    finally:
+        quiet.setLevel(level)
 
 
 def expected_quantized(model, component: str, precision: str = "int8") -> tuple[list[str], list[str], list[str]]:

@@ -11,7 +11,9 @@ tensor by tensor (quantize.streaming), to rehearse the real-size pipeline.
                         the Qwen chat tokens) and, unless `full_text_encoder`, the Qwen3 depth (4 of 28 layers, the
                         real width; the conditioning reads the last two) with the tokenizer's vocabulary.
 
-`double_blocks` / `single_blocks` cut the Yak and expert depth at the real width (slices for measurements)."""
+`double_blocks` / `single_blocks` cut the Yak and expert depth at the real width (slices for measurements);
+`standin_vision_layers` / `standin_visual_vocab` (tests only) cut AIMv2's depth at its real width and the visual
+vocabulary (its head and `vte`)."""
 from __future__ import annotations
 
 import json
@@ -83,7 +85,8 @@ def _base_config(llm_cfg, vt_cfg: VisualTokenizerConfig, yak: YakConfig, vae_cfg
 
 
 def write_base(base: Path, yak: YakConfig, full_llm: bool, seed: int, say: Callable[[str], None],
-               standin_layers: int = STANDIN_LLM_LAYERS) -> dict:
+               standin_layers: int = STANDIN_LLM_LAYERS, vision_layers: int | None = None,
+               visual_vocab: int | None = None) -> dict:
     from diffusers import AutoencoderKL
     from transformers import AutoTokenizer, Qwen3Config, Qwen3Model
 
@@ -100,6 +103,10 @@ def write_base(base: Path, yak: YakConfig, full_llm: bool, seed: int, say: Calla
     llm_cfg = Qwen3Config(**llm_kwargs)
     llm_cfg.dtype = torch.bfloat16
     vt_cfg = VisualTokenizerConfig()
+    if vision_layers is not None:  # a real-width slice of AIMv2 (tests): fewer of its 24 layers
+        vt_cfg = replace(vt_cfg, backbone=replace(vt_cfg.backbone, layers=vision_layers))
+    if visual_vocab is not None:  # tests: a smaller visual vocabulary (the AIMv2 head and vte: 0.8 GB at 65536)
+        vt_cfg = replace(vt_cfg, vocab_size=visual_vocab)
     with torch.device("meta"):
         llm = Qwen3Model(llm_cfg)
         vt = VisualTokenizer(vt_cfg)
@@ -118,17 +125,24 @@ def write_base(base: Path, yak: YakConfig, full_llm: bool, seed: int, say: Calla
     llm_what = (f"Qwen3-1.7B real configuration ({llm_cfg.num_hidden_layers} layers, vocabulary {llm_cfg.vocab_size})"
                 if full_llm else f"STAND-IN: Qwen3-1.7B at the real width {llm_cfg.hidden_size} with "
                 f"{llm_cfg.num_hidden_layers} layers instead of 28 and a {llm_cfg.vocab_size}-token vocabulary")
+    aim = vt_cfg.backbone
+    real_vt = VisualTokenizerConfig()
+    vision = ("AIMv2 visual tokenizer (24 x 1024), vte and the SDXL-style autoencoder in their real configurations"
+              if (aim.layers, vt_cfg.vocab_size) == (real_vt.backbone.layers, real_vt.vocab_size) else
+              f"STAND-IN: AIMv2 at the real width {aim.hidden} with {aim.layers} of 24 layers, a "
+              f"{vt_cfg.vocab_size}-entry visual vocabulary (real: {real_vt.vocab_size}); the SDXL-style autoencoder "
+              "in its real configuration")
     return {"base_bytes": n, "base_parameters": sum(t.numel() for t in templates.values()), "llm": llm_what + ", random weights",
             "tokenizer": f"STAND-IN: a {len(tokenizer)}-token byte-level BPE with the Qwen chat tokens",
-            "vision": "AIMv2 visual tokenizer (24 x 1024), vte and the SDXL-style autoencoder in their real "
-                      "configurations, random weights; the base Yak (visual_generator.backbone.*) is not written"}
+            "vision": vision + ", random weights; the base Yak (visual_generator.backbone.*) is not written"}
 
 
 def write_real_ovis_demo(out: str | Path, variant: str = "ovis-u1", embodiment: str = "libero", seed: int = 0,
                          state_dim: int = 8, action_dim: int = 7, double_blocks: int | None = None,
                          single_blocks: int | None = None, full_text_encoder: bool = False,
                          progress: Callable[[str], None] | None = None,
-                         standin_text_layers: int = STANDIN_LLM_LAYERS) -> Path:
+                         standin_text_layers: int = STANDIN_LLM_LAYERS,
+                         standin_vision_layers: int | None = None, standin_visual_vocab: int | None = None) -> Path:
     from ...hf import quiet
 
     demo_size(variant, f"{__name__}:write_real_ovis_demo")  # ovis-u1
@@ -150,7 +164,8 @@ def write_real_ovis_demo(out: str | Path, variant: str = "ovis-u1", embodiment: 
     written = save_torch_streamed(out / "model.pt", payload, RandomInit(seed), progress=Progress(say, "model.pt"))
     del model, payload
     say(f"[2/3] base/: the Ovis-U1 base release ({'real Qwen3 depth' if full_text_encoder else 'Qwen3 STAND-IN depth'})")
-    notes = write_base(out / "base", yak, full_text_encoder, seed, say, standin_text_layers)
+    notes = write_base(out / "base", yak, full_text_encoder, seed, say, standin_text_layers, standin_vision_layers,
+                       standin_visual_vocab)
     (out / "dataset_stats.json").write_text(json.dumps(demo_stats(action_dim, state_dim, seed), indent=1))
     config = {
         "model": {"stack": "ovis_u1", "proprio_dim": state_dim,
