@@ -11,7 +11,9 @@ the field (`arms[0].baudrate`) and the fix.
 
 What `build` does, in order:
 - refuses a key the dataclass has no field for, naming it, a close known name (did you mean) and the known names;
-- a missing (or null) key takes the field's default; a field without a default is required (`is missing; e.g. ...`);
+- a missing (or null) key takes the field's default; a field without a default is required (`is missing; e.g. ...;
+  `section` needs ...`);
+- names list elements by index (`slots[1].x`);
 - checks and converts each value by the field's type annotation: bool, int, float (ints accepted, finite only), str
   (a YAML boolean gets the quoting hint), dict, list / tuple (elements checked, a list becomes a tuple),
   `Optional[X]`, `X | Y`, and a nested dataclass (read with the same rules, its section named `where.key`);
@@ -22,7 +24,8 @@ What `build` does, in order:
 - builds the dataclass; its `__post_init__` keeps the class's own checks (ranges between fields, ...). A
   `FieldError` raised there names its field and is reported as `source: field `where.name` ...`.
 
-Torch-free and free of any package above the core: drivers and calib read their configs with it too."""
+A config class that subclasses `StrictConfig` gets `from_dict(d, source, where)` (this reader) and `to_dict()`.
+Torch-free and free of any package above the core: the drivers read their configs with it too."""
 from __future__ import annotations
 
 import dataclasses
