@@ -174,7 +174,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
     """Order (memory, see the module docstring): prompts, [text encoder engine], release the text encoder, the
     other engines (written + torch reference), release the checkpoint, onnxruntime checks one at a time."""
     from .streaming import current_rss_bytes, peak_rss_bytes, release_memory
-    from .variants import export_components, load_policy, text_encoder_components
+    from edge.policy_source import PolicySource
+
+    from .variants import export_components, load_source, text_encoder_components
 
     checkpoint, out = Path(checkpoint), Path(out)
     if not 13 <= opset <= 23:
@@ -191,7 +193,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFA
 
     with staged_dir(out) as tmp:  # built beside OUT; the previous OUT stays until the new one is complete
         progress(f"loading {checkpoint} (memory-mapped, stored dtype)")
-        loaded = load_policy(checkpoint, base=base, prompt_cache=tmp / "prompts.npz", canvas=canvas)
+        loaded = load_source(PolicySource(checkpoint=str(checkpoint), base=None if base is None else str(base),
+                                          prompt_cache=str(tmp / "prompts.npz"), canvas=canvas))
         spec, source = loaded.policy.spec, loaded.policy.text_source
         for text in [*(instructions or []), *source.cached_instructions()]:  # + those CHECKPOINT/prompts.npz holds
             loaded.policy.text(text)  # fills prompts.npz

@@ -88,6 +88,22 @@ def load_policy(checkpoint, device: str = "cpu", compile: bool = False, **kwargs
     return loader(checkpoint, **kwargs)
 
 
+
+def load_source(source):
+    """The LoadedPolicy a checkpoint `edge.policy_source.PolicySource` describes (base, dtype, prompt cache, steps,
+    canvas, device, compile): the one way export, verify and the CLI's loader assemble a checkpoint."""
+    from edge.policy_source import PolicySource
+
+    from .model.checkpoint import DTYPES as TORCH_DTYPES
+
+    if not isinstance(source, PolicySource) or not source.checkpoint:
+        raise ConfigError(f"load_source takes a PolicySource with a checkpoint, got {source!r}")
+    kwargs = {"base": source.base, "prompt_cache": source.prompt_cache, "canvas": source.canvas,
+              "dtype": None if source.dtype == "auto" else TORCH_DTYPES[source.dtype],
+              "steps": None if source.steps is None else int(source.steps)}
+    return load_policy(source.checkpoint, device=source.device, compile=source.compile,
+                       **{k: v for k, v in kwargs.items() if v is not None})
+
 def text_encoder_components(variant: str, loaded) -> dict:
     """The variant's optional text encoder engine alone (exported first, so its weights can go before the rest)."""
     ref = get_variant(variant).text_encoder_component

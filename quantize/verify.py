@@ -91,12 +91,14 @@ def verify_against_torch(engines: Path, checkpoint: str | Path | None, observati
 
     from .memory import release_memory
     from .ptq import capture, synthetic_observations
-    from .variants import load_policy
+    from edge.policy_source import PolicySource
+
+    from .variants import load_source
 
     from edge.engines import read_spec
 
     spec = read_spec(engines)
-    ref = load_policy(checkpoint, device=device, steps=spec.steps).policy
+    ref = load_source(PolicySource(checkpoint=str(checkpoint), device=device, steps=spec.steps)).policy
     mismatch = {k: (v, getattr(ref.spec, k)) for k, v in spec.to_dict().items()
                 if k in ("variant", "action_dim", "state_dim", "horizon", "embodiment") and v != getattr(ref.spec, k)}
     if mismatch:
