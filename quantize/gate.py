@@ -96,6 +96,8 @@ def compare_to_reference(reference, test, observations, precision: str, seed: in
 
     if "vision_encoder" in metrics:
         check("vision_encoder.image_tokens cosine", metrics["vision_encoder"]["image_tokens"]["cosine_min"], gate.tokens_cosine)
+        if "context" in metrics["vision_encoder"]:  # Ovis-U1: the VLM's conditioning, quantized with its encoder
+            check("vision_encoder.context cosine", metrics["vision_encoder"]["context"]["cosine_min"], gate.tokens_cosine)
     for name in ("keys", "values"):
         if name in metrics.get("prefill", {}):
             check(f"prefill.{name} cosine", metrics["prefill"][name]["cosine_min"], gate.kv_cosine)
