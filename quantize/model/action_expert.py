@@ -20,8 +20,9 @@ class SlimAttention(nn.Module):
         self.proj = nn.Linear(cfg.attn_dim, cfg.hidden, bias=False)
 
 
-def _mixed(q, k_act, v_act, prefix_k, prefix_v, heads, prefix_mask):
-    """q/k_act/v_act [B, H, A, D]; prefix_k/v [B, S, H*D] -> attention output [B, A, H*D]."""
+def mixed_attention(q, k_act, v_act, prefix_k, prefix_v, heads, prefix_mask=None):
+    """The action tokens attend to the prefix K/V and to themselves (both variants' experts).
+    q/k_act/v_act [B, H, A, D]; prefix_k/v [B, S, H*D]; prefix_mask [B, S] or None -> attention output [B, A, H*D]."""
     k = torch.cat([split_heads(prefix_k.to(k_act.dtype), heads), k_act], dim=2)  # [B, H, S+A, D]
     v = torch.cat([split_heads(prefix_v.to(v_act.dtype), heads), v_act], dim=2)
     mask = None
@@ -44,7 +45,7 @@ class SlimDoubleBlock(nn.Module):
         q, k, v = split_heads(qkv, 3 * self.heads).chunk(3, dim=1)  # each [B, H, A, D]
         q, k = self.img_attn.norm(q, k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = _mixed(q, k, v, prefix_k, prefix_v, self.heads, prefix_mask)
+        out = mixed_attention(q, k, v, prefix_k, prefix_v, self.heads, prefix_mask)
         x = x + gate1 * self.img_attn.proj(out)
         return x + gate2 * self.img_mlp((1 + scale2) * F.layer_norm(x, x.shape[-1:], eps=1e-6) + shift2)
 
@@ -64,7 +65,7 @@ class SlimSingleBlock(nn.Module):
         q, k, v = split_heads(qkv, 3 * self.heads).chunk(3, dim=1)
         q, k = self.norm(q, k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        out = _mixed(q, k, v, prefix_k, prefix_v, self.heads, prefix_mask)
+        out = mixed_attention(q, k, v, prefix_k, prefix_v, self.heads, prefix_mask)
         return x + gate * self.linear2(torch.cat([out, swiglu(mlp)], dim=-1))
 
 

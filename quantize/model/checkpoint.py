@@ -158,7 +158,9 @@ def load_state(path: Path) -> dict:
     return payload
 
 
-def load_checkpoint(directory: str | Path, dtype: torch.dtype | None = None, axes_dim=None) -> ImageWAMCheckpoint:
+def open_release(directory: str | Path) -> tuple[Path, str, dict, dict]:
+    """A release directory's (directory, "DIR/model.pt", the model.pt payload memory-mapped, train_config) with
+    model.pt and dataset_stats.json checked present (every variant's loader starts here)."""
     from ..train_config import load_train_config
 
     directory = Path(directory)
@@ -169,7 +171,11 @@ def load_checkpoint(directory: str | Path, dtype: torch.dtype | None = None, axe
     if not (directory / "dataset_stats.json").exists():
         raise CheckpointError(f"{directory}/dataset_stats.json is missing: copy it from the training run "
                               "(actions cannot be un-normalised without it)")
-    train_config = load_train_config(directory)
+    return directory, where, payload, load_train_config(directory)
+
+
+def load_checkpoint(directory: str | Path, dtype: torch.dtype | None = None, axes_dim=None) -> ImageWAMCheckpoint:
+    directory, where, payload, train_config = open_release(directory)
     stored = parse_dtype(payload.get("torch_dtype", "float32"))
 
     video, action, unexpected = split_mot(payload["mot"], where)

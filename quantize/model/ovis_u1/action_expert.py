@@ -6,24 +6,13 @@ action K/V] through `img_attn` and to [image self-attention K/V of backbone laye
 actions. The double blocks keep their (unused) text stream parameters, as the official module does."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from edge.model_configs import YakExpertConfig
 
-from ..layers import MLPEmbedder, attention, merge_heads, split_heads, timestep_embedding
+from ..action_expert import mixed_attention
+from ..layers import MLPEmbedder, timestep_embedding
 from .yak import DoubleStreamXBlock, LastLayer, SingleStreamBlock
-
-
-def _mixed(q, k_act, v_act, prefix_k, prefix_v, heads, prefix_mask=None):
-    """q/k_act/v_act [B, H, A, D]; prefix_k/v [B, S, H*D] -> attention output [B, A, H*D]."""
-    k = torch.cat([split_heads(prefix_k.to(k_act.dtype), heads), k_act], dim=2)  # [B, H, S+A, D]
-    v = torch.cat([split_heads(prefix_v.to(v_act.dtype), heads), v_act], dim=2)
-    mask = None
-    if prefix_mask is not None:
-        ones = torch.ones(q.shape[0], q.shape[2], dtype=torch.bool, device=q.device)
-        mask = torch.cat([prefix_mask.to(torch.bool), ones], dim=1)  # [B, S+A]
-    return merge_heads(attention(q, k, v, mask))
 
 
 class YakActionExpert(nn.Module):
@@ -48,11 +37,11 @@ class YakActionExpert(nn.Module):
         for i, block in enumerate(self.double_blocks):
             mods = block.img_mod(vec)
             (q, k, v), (sq, sk, sv) = block.image_qkv(h, mods, cos, sin)
-            joint = _mixed(q, k, v, keys[i], values[i], heads, prefix_mask)
-            self_out = _mixed(sq, sk, sv, image_keys[i], image_values[i], heads)  # image tokens are never padded
+            joint = mixed_attention(q, k, v, keys[i], values[i], heads, prefix_mask)
+            self_out = mixed_attention(sq, sk, sv, image_keys[i], image_values[i], heads)  # image tokens are never padded
             h = block.image_post(h, mods, joint, self_out)
         offset = len(self.double_blocks)
         for j, block in enumerate(self.single_blocks):
             q, k, v, mlp, gate = block.qkv(h, vec, cos, sin)
-            h = block.post(h, _mixed(q, k, v, keys[offset + j], values[offset + j], heads, prefix_mask), mlp, gate)
+            h = block.post(h, mixed_attention(q, k, v, keys[offset + j], values[offset + j], heads, prefix_mask), mlp, gate)
         return self.head(h, vec)

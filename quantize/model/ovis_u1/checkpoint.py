@@ -20,7 +20,7 @@ import torch
 from edge.errors import CheckpointError
 from edge.files import read_json_object
 
-from ..checkpoint import ImageWAMCheckpoint, _count_blocks, _shape, load_state, official_state_dict, parse_dtype, split_mot, strict_assign  # noqa: F401
+from ..checkpoint import ImageWAMCheckpoint, _count_blocks, _shape, load_state, official_state_dict, open_release, parse_dtype, split_mot, strict_assign  # noqa: F401
 from .action_expert import YakExpertConfig
 from .conditioning import ImagePreprocess, OvisConditioner
 from .mot import ImageWAMOvisU1
@@ -75,18 +75,8 @@ def infer_expert_config(sd: dict, where: str) -> YakExpertConfig:
 
 
 def load_checkpoint(directory: str | Path, dtype: torch.dtype | None = None) -> OvisCheckpoint:
-    from ...train_config import load_train_config
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"checkpoint directory {directory} does not exist")
-    where = str(directory / "model.pt")
-    payload = load_state(directory / "model.pt")
-    if not (directory / "dataset_stats.json").exists():
-        raise CheckpointError(f"{directory}/dataset_stats.json is missing: copy it from the training run "
-                              "(actions cannot be un-normalised without it)")
+    directory, where, payload, train_config = open_release(directory)
     cfg_path = directory / "train_config.yaml"
-    train_config = load_train_config(directory)
     edge_cfg = train_config.get("edge", {}) if isinstance(train_config, dict) else {}
     video, action, unexpected = split_mot(payload["mot"], where)
     if unexpected:
