@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from drivers.camera.base import Camera, Frame, Intrinsics
+from drivers.camera.pacing import FramePacer
 from drivers.errors import ConfigError
 from edge.strict import StrictConfig
 
@@ -114,7 +115,7 @@ class SimCamera(Camera):
         self.keep_all = not self.config.real_time
         self.serial = self.config.serial
         self._n = 0
-        self._next_deadline = 0.0
+        self._pacer = FramePacer(self.config.fps)
 
     @property
     def intrinsics(self) -> Intrinsics:
@@ -124,22 +125,14 @@ class SimCamera(Camera):
 
     def _open(self) -> None:
         self._n = 0
-        self._next_deadline = time.monotonic()
+        self._pacer.start()
 
     def _grab(self, timeout_s: float) -> Optional[Frame]:
         if self.config.real_time:
-            period = 1.0 / self.config.fps
-            wait = self._next_deadline - time.monotonic()
-            if wait > timeout_s:
-                time.sleep(timeout_s)
+            missed = self._pacer.wait(timeout_s)
+            if missed is None:
                 return None
-            if wait > 0:
-                time.sleep(wait)
-            now = time.monotonic()
-            # deadlines advance by whole periods; a late grab skips the missed frames instead of bunching up
-            missed = max(0, int((now - self._next_deadline) / period))
             self._n += missed
-            self._next_deadline += (missed + 1) * period
         color, depth = render(self.config, self._n)
         frame = Frame(color=color, depth=depth, timestamp=time.monotonic(), frame_number=self._n,
                       serial=self.serial, device_timestamp_ms=1000.0 * self._n / self.config.fps)

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from drivers.camera.base import Camera, Frame
+from drivers.camera.pacing import FramePacer
 
 from ..errors import ConfigError
 from ..strict import StrictConfig
@@ -61,7 +62,7 @@ class TaskCamera(Camera, Environment):
         self._t_start = 0.0
         self._t_success: Optional[float] = None
         self._n = 0
-        self._next = 0.0
+        self._pacer = FramePacer(self.config.fps)
 
     # --- episode ------------------------------------------------------------------------------------------------
     def set_episode(self, episode: Episode) -> None:
@@ -107,19 +108,12 @@ class TaskCamera(Camera, Environment):
 
     # --- Camera hooks -------------------------------------------------------------------------------------------
     def _open(self) -> None:
-        self._n, self._next = 0, time.monotonic()
+        self._n = 0
+        self._pacer.start()
 
     def _grab(self, timeout_s: float) -> Optional[Frame]:
-        period = 1.0 / self.config.fps
-        wait = self._next - time.monotonic()
-        if wait > timeout_s:
-            time.sleep(timeout_s)
+        if self._pacer.wait(timeout_s) is None:
             return None
-        if wait > 0:
-            time.sleep(wait)
-        now = time.monotonic()
-        missed = max(0, int((now - self._next) / period))  # deadlines advance by whole periods
-        self._next += (missed + 1) * period
         with self._lock:
             q, ep = self._q, self._episode
         if q is None or ep is None:
