@@ -282,7 +282,7 @@ def _prompt_encoder(args):
     from .model.text_encoder import DEFAULT_LAYERS, Qwen3TextEncoder
     from .torch_backend import resolve_base
 
-    base = resolve_base(Path(args.checkpoint), train_config, args.base)
+    base = resolve_base(Path(args.checkpoint), train_config, args.base, need="text_encoder")  # no vae/ needed
     edge_cfg, model_cfg = train_config.get("edge", {}), train_config.get("model", {})
     return Qwen3TextEncoder(base / "text_encoder", base / "tokenizer", layers=edge_cfg.get("text_layers", DEFAULT_LAYERS),
                             max_length=int(model_cfg.get("qwen_context_len", 512)))

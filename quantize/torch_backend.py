@@ -181,18 +181,27 @@ class LoadedPolicy:
     base: Path
 
 
-def resolve_base(directory: Path, train_config: dict, base: str | Path | None = None) -> Path:
+def resolve_base(directory: Path, train_config: dict, base: str | Path | None = None, need: str = "vae") -> Path:
     """Where the FLUX.2 klein base release is: --base, else train_config's `edge.base` (relative to the checkpoint),
     else DIR/base. Only `vae/` must be there (the vision encoder is its encoder); `text_encoder/` and `tokenizer/`
-    are read only for an instruction that no prompt cache holds."""
+    are read only for an instruction that no prompt cache holds (`need="text_encoder"`: the release that has them,
+    for `prompts add`)."""
     edge_cfg = train_config.get("edge", {}) if isinstance(train_config, dict) else {}
     candidates = [Path(base)] if base else []
     if edge_cfg.get("base"):
         candidates.append(directory / edge_cfg["base"])
     candidates.append(directory / "base")
+    candidates = list(dict.fromkeys(candidates))  # edge.base is often the default base/ itself
     for cand in candidates:
-        if (cand / "vae" / "config.json").exists():
+        if (cand / need / "config.json").exists():
             return cand
+    if need == "text_encoder":
+        raise CheckpointError(
+            f"the FLUX.2 text encoder was not found: no text_encoder/config.json in "
+            f"{', '.join(str(c) for c in candidates)}. Filling a prompt cache runs it: copy `text_encoder/` and "
+            f"`tokenizer/` of black-forest-labs/FLUX.2-klein-4B (or -9B; Qwen3) to {candidates[-1]}, or pass --base DIR "
+            "pointing at the release, or fill the cache on the engines (`prompts add --engines DIR`, engines "
+            "exported with --text-encoder)")
     raise CheckpointError(
         f"the FLUX.2 autoencoder was not found: no vae/config.json in {', '.join(str(c) for c in candidates)}. "
         "The vision encoder is the FLUX.2 klein autoencoder (AutoencoderKLFlux2, diffusers layout), needed by every "

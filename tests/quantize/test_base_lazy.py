@@ -122,3 +122,28 @@ def test_a_cache_of_two_text_encoders_is_refused_without_the_text_encoder(vae_on
     cache.save()
     with pytest.raises(ConfigError, match="2 text encoders"):
         load_policy(PolicySource(checkpoint=str(ckpt)))
+
+
+def test_prompts_add_needs_the_text_encoder_not_the_autoencoder(demo_checkpoint, tmp_path, capsys):
+    """Filling a cache on the workstation that holds the text encoder: base/ without vae/ is enough; the same
+    embeddings as from the full release. Without the text encoder the error names it and the fixes."""
+    def add(ckpt, cache):
+        capsys.readouterr()
+        assert main(["prompts", "add", "--checkpoint", str(ckpt), "--prompt-cache", str(cache),
+                     "--instruction", CACHED[0], "--json"]) == 0
+        return json.loads(capsys.readouterr().out)["encoder"]
+
+    full_id = add(demo_checkpoint, tmp_path / "full.npz")
+    no_vae = tmp_path / "no_vae"
+    shutil.copytree(demo_checkpoint, no_vae, ignore=shutil.ignore_patterns("vae", "prompts.npz"))
+    assert not (no_vae / "base" / "vae").exists()
+    assert add(no_vae, tmp_path / "given.npz") == full_id  # the same text encoder, told by its files
+    expected = PromptCache(tmp_path / "full.npz").get(CACHED[0], full_id)
+    assert np.array_equal(PromptCache(tmp_path / "given.npz").get(CACHED[0], full_id), expected)
+    no_text = _vae_only(demo_checkpoint, tmp_path / "no_text", cache=False)
+    capsys.readouterr()
+    assert main(["prompts", "add", "--checkpoint", str(no_text), "--prompt-cache", str(tmp_path / "x.npz"),
+                 "--instruction", CACHED[0]]) != 0
+    err = capsys.readouterr().err
+    assert "text encoder was not found" in err and "text_encoder/" in err and "--engines" in err
+    assert not (tmp_path / "x.npz").exists()
