@@ -219,6 +219,10 @@ def run_bench(args, progress: Callable[[str], None] = lambda s: None) -> dict:
     if args.compare and not engines:
         import tempfile
 
+        from .bench_reference import check_reference_inputs
+
+        check_reference_inputs(args.checkpoint)  # before the export: the official path needs the text encoder
+
         from quantize.export import export_checkpoint
 
         tmp = tempfile.TemporaryDirectory(prefix="imagewam-bench-")

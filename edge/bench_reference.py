@@ -69,6 +69,20 @@ class ReferencePath:
         return {"actions": actions, "timings_ms": timings, "text_tokens": int(hidden.shape[1])}
 
 
+def check_reference_inputs(checkpoint: str) -> None:
+    """The official path encodes the instruction every step: refuse at once, naming what to add, when the FLUX.2
+    checkpoint's base/ has no text encoder (a prompt cache is no substitute there)."""
+    from pathlib import Path
+
+    from quantize.train_config import load_train_config
+    from quantize.variants import detect_variant
+
+    if detect_variant(checkpoint) == "flux2":
+        from quantize.torch_backend import resolve_base
+
+        resolve_base(Path(checkpoint), load_train_config(checkpoint), None, need="text_encoder")
+
+
 def compare_reference(args, ours, progress: Callable[[str], None] = lambda s: None) -> tuple[dict, dict]:
     """Reference and ours interleaved step by step on the same observations and noise.
 

@@ -198,10 +198,11 @@ def resolve_base(directory: Path, train_config: dict, base: str | Path | None = 
     if need == "text_encoder":
         raise CheckpointError(
             f"the FLUX.2 text encoder was not found: no text_encoder/config.json in "
-            f"{', '.join(str(c) for c in candidates)}. Filling a prompt cache runs it: copy `text_encoder/` and "
+            f"{', '.join(str(c) for c in candidates)}. Filling a prompt cache runs it, and so does `bench --compare "
+            "reference` (the official path encodes the instruction every step): copy `text_encoder/` and "
             f"`tokenizer/` of black-forest-labs/FLUX.2-klein-4B (or -9B; Qwen3) to {candidates[-1]}, or pass --base DIR "
-            "pointing at the release, or fill the cache on the engines (`prompts add --engines DIR`, engines "
-            "exported with --text-encoder)")
+            "pointing at the release; a cache can also be filled on engines exported with --text-encoder "
+            "(`prompts add --engines DIR`)")
     raise CheckpointError(
         f"the FLUX.2 autoencoder was not found: no vae/config.json in {', '.join(str(c) for c in candidates)}. "
         "The vision encoder is the FLUX.2 klein autoencoder (AutoencoderKLFlux2, diffusers layout), needed by every "

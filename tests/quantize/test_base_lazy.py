@@ -147,3 +147,14 @@ def test_prompts_add_needs_the_text_encoder_not_the_autoencoder(demo_checkpoint,
     err = capsys.readouterr().err
     assert "text encoder was not found" in err and "text_encoder/" in err and "--engines" in err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_bench_compare_reference_refuses_before_exporting(vae_only, capsys):
+    """The official path encodes the instruction every step: without base/text_encoder the comparison is refused at
+    once (no export of the checkpoint first), naming what to add."""
+    capsys.readouterr()
+    code = main(["bench", "--checkpoint", str(vae_only), "--compare", "reference", "--instruction", CACHED[0]])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "text encoder was not found" in err and "bench --compare reference" in err
+    assert "exporting" not in err
