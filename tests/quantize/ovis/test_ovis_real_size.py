@@ -4,6 +4,7 @@ the real SDXL-style autoencoder; the visual vocabulary cut to 4096 (its AIMv2 he
 subprocesses: ru_maxrss is theirs), and their peak memory is held against the bytes of the stored bf16 weights."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,8 @@ def ovis_slice(tmp_path_factory):
     weights = (ckpt / "model.pt").stat().st_size + (ckpt / "base" / "model.safetensors").stat().st_size
     exported = cli("export", "--checkpoint", str(ckpt), "--out", str(root / "fp32"), "--canvas", "single",
                    "--instruction", "pick up the red block")  # the synthetic observations' instruction
-    return ckpt, weights, root, exported
+    yield ckpt, weights, root, exported
+    shutil.rmtree(root, ignore_errors=True)  # 2.9 GB: not left for pytest's retention of the last 3 runs
 
 
 @pytest.fixture(scope="module")
