@@ -105,7 +105,9 @@ def register_quantize(sub) -> None:
     p.add_argument("--high-precision", choices=["fp32", "fp16"], default="fp32",
                    help="dtype of the layers left unquantized: fp32 (CPU gates); fp16 only with --method modelopt")
     p.add_argument("--include", action="append", default=[], choices=["vision_encoder"],
-                   help="also quantize a component kept in high precision by default")
+                   help="also quantize a component kept in high precision by default: vision_encoder (FLUX.2: the "
+                        "autoencoder; Ovis-U1: its VLM, the autoencoder inside stays FP32; gate it: at real size the "
+                        "W8A8 VLM failed)")
     p.add_argument("--no-gate", action="store_true", help="skip the accuracy gate (not recommended)")
     p.add_argument("--closed-loop-episodes", type=int, default=0, metavar="N",
                    help="also run N seeded toy-task episodes (edge/task) with the FP32 and the quantized engines "
