@@ -44,10 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli_util import run_command, setup_logging
+    from .cli_util import json_file_hint, run_command, setup_logging
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{json_file_hint(sys.argv[1:] if argv is None else argv, unknown)}")
     setup_logging(args.verbose)
     if not getattr(args, "func", None):
         parser.print_help()

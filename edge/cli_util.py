@@ -40,6 +40,15 @@ def setup_logging(verbose: int = 0) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+def json_file_hint(argv: list[str], unknown: list[str]) -> str:
+    """The fix for `--json FILE`, the old spelling of `--report FILE` (bench, eval): `--json` takes no value now."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--json" and argv[i + 1] in unknown:
+            return (f"; `--json` takes no file (it prints one JSON object on stdout): write the file with "
+                    f"`--report {argv[i + 1]}` (`run`: `--summary`)")
+    return ""
+
+
 def run_command(func, args, verbose: int = 0) -> int:
     """Run a handler by the exit-code convention (docs/cli.md): what it returns (0 ok, 3 a check failed); 1 and one
     `error: ...` line on stderr for an error the package raised on purpose (every one derives from the one root,

@@ -105,3 +105,17 @@ def test_config_is_the_same_flag_everywhere():
              if "--config" in visible_options(parser)}
     assert {"run", "bundle"} <= set(helps)
     assert all(h.startswith("run config: one robot YAML") for h in helps.values()), helps
+
+
+def test_the_old_json_file_spelling_is_refused_with_the_fix(capsys):
+    """`bench --json FILE` (before the conventions) now fails at once, telling the user the new flag."""
+    from edge.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--engines", "@default", "--json", "out.json"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--report out.json" in err
+    with pytest.raises(SystemExit):
+        main(["bench", "--engines", "@default", "--bogus"])
+    assert "--report" not in capsys.readouterr().err  # no hint where it does not apply
