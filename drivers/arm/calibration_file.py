@@ -4,51 +4,18 @@
       - {id: 1, name: shoulder_pan, offset: 2048, direction: 1, raw_min: 0, raw_max: 4095}
       - {id: 6, name: gripper, kind: gripper, gripper_open: 2048, gripper_closed: 3072}
 
-Every problem is a drivers ConfigError naming the file, the field (`joints[2].offset`) and the fix; the file is
-checked field by field before a JointMapping is built, so a wrong type never surfaces as a TypeError."""
+Every problem is a ConfigError naming the file, the field (`joints[2].offset`) and the fix; each joint is read by the
+one strict config reader (edge/strict.py: unknown fields with a did-you-mean, types, the defaults of
+drivers.arm.mapping.JointCalibration), so a wrong type never surfaces as a TypeError."""
 from __future__ import annotations
 
-import math
-from dataclasses import fields
 from pathlib import Path
 from typing import Optional, Sequence
 
-from drivers.arm.mapping import JointCalibration, JointMapping
+from drivers.arm.mapping import JointMapping
 from drivers.errors import ConfigError
 
 EXAMPLE = "joints: [{id: 1, offset: 2048, direction: 1}, {id: 2, offset: 2048, direction: -1}, ...]"
-_INT_FIELDS = ("id", "offset", "direction", "raw_min", "raw_max", "gripper_open", "gripper_closed")
-_STR_FIELDS = ("name", "kind")
-_FLOAT_FIELDS = ("units_per_rad",)
-
-
-def _check_joint(path: Path, k: int, joint) -> dict:
-    where = f"arm calibration {path}: joints[{k}]"
-    if not isinstance(joint, dict):
-        raise ConfigError(f"{where} must be a mapping like {{id: 1, offset: 2048}}, got {type(joint).__name__} "
-                          f"{joint!r}; fix the file (format: {EXAMPLE})")
-    known = {f.name for f in fields(JointCalibration)}
-    unknown = sorted(str(key) for key in joint if key not in known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; known fields: {sorted(known)} (check the spelling)")
-    if "id" not in joint:
-        raise ConfigError(f"{where}: field `id` (the servo id, 0..252) is missing; add it, e.g. `id: {k + 1}`")
-    for name, value in joint.items():
-        if name in _INT_FIELDS and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{where}.{name} must be an integer (raw servo units), got {type(value).__name__} "
-                              f"{value!r}; fix that field in the file")
-        if name in _FLOAT_FIELDS and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value)):
-            raise ConfigError(f"{where}.{name} must be a finite number (raw units per radian, e.g. 651.9 for a "
-                              f"4096-count servo), got {value!r}; fix that field in the file")
-        if name in _STR_FIELDS and not isinstance(value, str):
-            raise ConfigError(f"{where}.{name} must be a string, got {type(value).__name__} {value!r}; "
-                              "fix that field in the file")
-    try:
-        JointCalibration(**joint)
-    except ConfigError as exc:  # range checks of the dataclass (kind, direction, raw_min < raw_max, ...)
-        raise ConfigError(f"{where}: {exc}; fix that joint in the file") from None
-    return joint
 
 
 def parse_joint_mapping(data, path: str | Path, ids: Optional[Sequence[int]] = None) -> JointMapping:
@@ -62,11 +29,7 @@ def parse_joint_mapping(data, path: str | Path, ids: Optional[Sequence[int]] = N
     if not isinstance(joints, list) or not joints:
         raise ConfigError(f"arm calibration {path}: field `joints` must be a non-empty list, got "
                           f"{type(joints).__name__ if joints is not None else 'nothing'}; write it as: {EXAMPLE}")
-    checked = [_check_joint(path, k, j) for k, j in enumerate(joints)]
-    try:
-        mapping = JointMapping([JointCalibration(**j) for j in checked])
-    except ConfigError as exc:  # duplicate ids
-        raise ConfigError(f"arm calibration {path}: {exc}; each servo id must appear once in `joints`") from None
+    mapping = JointMapping.from_dict(data, f"arm calibration {path}")  # each joint by the strict reader
     if ids is not None and mapping.ids != [int(i) for i in ids]:
         raise ConfigError(f"arm calibration {path}: `joints` ids {mapping.ids} do not match the arm's ids "
                           f"{[int(i) for i in ids]}; list the same ids in the same order in both")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -71,12 +71,16 @@ class JointMapping:
                                      raw_max=raw_max) for i in ids])
 
     @classmethod
-    def from_dict(cls, d: dict) -> "JointMapping":
-        """{"joints": [{"id": 1, "offset": 2048, "direction": -1, ...}, ...]}"""
+    def from_dict(cls, d: dict, source: str = "arm calibration") -> "JointMapping":
+        """{"joints": [{"id": 1, "offset": 2048, "direction": -1, ...}, ...]}; `source` names the file in errors."""
         joints = d.get("joints") if isinstance(d, dict) else None
         if not isinstance(joints, list):
-            raise ConfigError("arm calibration must have a `joints` list, e.g. joints: [{id: 1, offset: 2048}]")
-        return cls([build(JointCalibration, j, f"arm calibration joints[{k}]") for k, j in enumerate(joints)])
+            raise ConfigError(f"{source} must have a `joints` list, e.g. joints: [{{id: 1, offset: 2048}}]")
+        checked = [build(JointCalibration, j, source, f"joints[{k}]") for k, j in enumerate(joints)]
+        try:
+            return cls(checked)
+        except ConfigError as exc:  # no joints, or an id twice
+            raise ConfigError(f"{source}: {exc}; list each servo id once in `joints`") from None
 
     def to_dict(self) -> dict:
         return {"joints": [asdict(j) for j in self.joints]}

@@ -67,7 +67,7 @@ def test_mapping_round_trip_direction_offset_gripper():
     assert lo[1] == pytest.approx(-1.5) and hi[1] == pytest.approx(2.595, abs=1e-3)
     m2 = JointMapping.from_dict(m.to_dict())
     assert m2.ids == [1, 7]
-    with pytest.raises(ConfigError, match=r"joints\[0\]: unknown field.*offest"):
+    with pytest.raises(ConfigError, match=r"unknown field `joints\[0\].offest` \(did you mean `offset`"):
         JointMapping.from_dict({"joints": [{"id": 1, "offest": 3}]})
     with pytest.raises(ConfigError, match="duplicate ids"):
         JointMapping.default([1, 1])

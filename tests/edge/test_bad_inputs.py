@@ -32,9 +32,9 @@ def _png(path: Path, size=(32, 24)) -> Path:
 @pytest.mark.parametrize("content, field", [
     ("joints: [{id: 1, offset: 2048\n  - broken", "not valid YAML at line"),
     ("- 1\n- 2\n", "must be a YAML mapping"),
-    ("joints:\n  - {id: 1, offset: 2048}\n  - {id: 2, offset: abc}\n", "joints[1].offset must be an integer"),
-    ("joints:\n  - {offset: 2048}\n", "joints[0]: field `id`"),
-    ("joints:\n  - {id: 1, units_per_rad: .nan}\n", "joints[0].units_per_rad must be a finite number"),
+    ("joints:\n  - {id: 1, offset: 2048}\n  - {id: 2, offset: abc}\n", "field `joints[1].offset` must be int"),
+    ("joints:\n  - {offset: 2048}\n", "field `joints[0].id` is missing"),
+    ("joints:\n  - {id: 1, units_per_rad: .nan}\n", "field `joints[0].units_per_rad` must be finite"),
 ])
 def test_corrupt_arm_calibration_yaml(tmp_path, content, field):
     from drivers.arm.calibration_file import load_joint_mapping
