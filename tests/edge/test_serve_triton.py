@@ -99,13 +99,9 @@ def _devices():
 
 
 def _loop(policy, devices, tmp_path, **fault):
-    from edge.config import ChunkingConfig, FaultConfig, PolicyConfig, RatesConfig
-    from edge.loop import ControlLoop, robot_policy
+    from test_loop_sim import make_loop
 
-    robot = robot_policy(policy, PolicyConfig(engines="x"), 7, policy.spec.state_dim, policy.spec.action_dim)
-    return ControlLoop(robot, [devices.camera], devices.arm, DEFAULT_INSTRUCTION,
-                       RatesConfig(control_hz=100, action_hz=10), ChunkingConfig(blend_s=0.1),
-                       FaultConfig(dump_dir=str(tmp_path / "faults"), **fault))
+    return make_loop(policy, devices, tmp_path, **fault)
 
 
 def _within_limits(commands, hold_flags, start_k):
